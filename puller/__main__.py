@@ -1,0 +1,4 @@
+"""``python -m puller``."""
+from .cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""Every constant in one place, so tests can patch them."""
+
+LABEL_PREFIX = "io.puller."
+LABEL_SERVICE = "io.puller.service"
+LABEL_NODE = "io.puller.node"
+LABEL_HASH = "io.puller.hash"
+
+PREVIOUS_SUFFIX = ".prev"  # the stopped predecessor kept during a recreate
+
+DEFAULT_DIR = "/etc/puller"
+DEFAULT_PORT = 7946  # sync protocol; the HTTP API listens on port + 1
+DEFAULT_INTERVAL = 30.0  # seconds between passes when nothing wakes the loop
+DEFAULT_PULL_EVERY = 1  # pull on every Nth pass
+DEFAULT_TAG = "latest"
+
+PULL_WORKERS = 4  # pulls of distinct images run concurrently, at most this many
+WATCH_DEBOUNCE = 0.05  # seconds to coalesce a burst of file events into one pass
+
+START_BACKOFF_MIN = 1.0  # seconds before restarting an exited container again
+START_BACKOFF_MAX = 300.0
+CREATE_BACKOFF_MIN = 5.0  # seconds before retrying a create that failed
+CREATE_BACKOFF_MAX = 600.0
+
+DEFINITION_SUFFIXES = (".yml", ".yaml")
+
+LABEL_IMAGE = "io.puller.image"  # the image id the container was created from
+
+DEPLOY_WORKERS = 4  # container changes of distinct services run concurrently
+DOCKER_TIMEOUT = 120.0  # seconds for a docker CLI call other than a pull
+PULL_TIMEOUT = 1800.0
+STOP_TIMEOUT = None  # seconds for docker stop; None = the container's own setting

@@ -1,0 +1,92 @@
+"""Thin typed wrappers over ``docker inspect`` JSON, so nothing else indexes raw dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import constants
+
+RUNNING_STATES = ("running", "restarting", "paused")
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container, as ``docker inspect`` describes it."""
+
+    id: str
+    name: str
+    image_id: str
+    status: str
+    exit_code: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    health: str | None = None
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, Any]) -> "Container":
+        config = data.get("Config") or {}
+        state = data.get("State") or {}
+        health = state.get("Health") or {}
+        return cls(
+            id=data["Id"],
+            name=str(data.get("Name", "")).lstrip("/"),
+            image_id=data.get("Image", ""),
+            status=state.get("Status", "unknown"),
+            exit_code=int(state.get("ExitCode") or 0),
+            labels=dict(config.get("Labels") or {}),
+            started_at=state.get("StartedAt", ""),
+            health=health.get("Status"),
+        )
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def service(self) -> str | None:
+        return self.labels.get(constants.LABEL_SERVICE)
+
+    @property
+    def node(self) -> str | None:
+        return self.labels.get(constants.LABEL_NODE)
+
+    @property
+    def config_hash(self) -> str | None:
+        return self.labels.get(constants.LABEL_HASH)
+
+    @property
+    def created_from(self) -> str | None:
+        """The image id recorded when puller created the container."""
+        return self.labels.get(constants.LABEL_IMAGE)
+
+    @property
+    def running(self) -> bool:
+        return self.status in RUNNING_STATES
+
+    @property
+    def is_previous(self) -> bool:
+        """A stopped predecessor kept while its successor is being deployed."""
+        return self.service is not None and self.name == self.service + constants.PREVIOUS_SUFFIX
+
+    def describe_state(self) -> str:
+        if self.status == "exited":
+            return f"exited with code {self.exit_code}"
+        return self.status
+
+
+@dataclass(frozen=True)
+class Image:
+    """One local image, as ``docker image inspect`` describes it."""
+
+    id: str
+    repo_tags: tuple[str, ...] = ()
+    repo_digests: tuple[str, ...] = ()
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, Any]) -> "Image":
+        return cls(
+            id=data["Id"],
+            repo_tags=tuple(data.get("RepoTags") or ()),
+            repo_digests=tuple(data.get("RepoDigests") or ()),
+        )

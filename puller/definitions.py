@@ -1,0 +1,335 @@
+"""Service definition files: YAML in, validated ``Service`` values out.
+
+``parse_definition`` is pure (text in, value or ``DefinitionError`` out).
+``DefinitionDir`` reads a directory and keeps, per file, the last good
+definition in force while the file is broken: a bad file is reported, never
+rewritten, never deleted, and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from . import constants
+from .errors import DefinitionError, ImageReferenceError, RunLineError
+from .reference import Reference
+from .runline import RunLine, parse_run_line
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout")
+REQUIRED = ("name", "bash", "repo")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
+TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One validated service definition."""
+
+    name: str
+    bash: str
+    repo: str
+    tag: str
+    node: str
+    run: RunLine
+    path: str
+    digest: str | None = None
+    health_timeout: float | None = None
+
+    @property
+    def image_ref(self) -> str:
+        """What docker runs: ``repo@digest`` once pinned, else ``repo:tag``."""
+        reference = Reference.parse(self.repo)
+        if self.digest:
+            return reference.with_digest(self.digest)
+        return reference.with_tag(self.tag)
+
+    def matches(self, node_name: str) -> bool:
+        """The ``node`` regexp is *searched* in the node name; empty matches all."""
+        return re.search(self.node, node_name) is not None
+
+
+def _lines_of(node: yaml.MappingNode) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    for key, _value in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            lines.setdefault(str(key.value), key.start_mark.line + 1)
+    return lines
+
+
+def _duplicate_key(node: yaml.MappingNode) -> tuple[str, int] | None:
+    seen: set[str] = set()
+    for key, _value in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            if key.value in seen:
+                return key.value, key.start_mark.line + 1
+            seen.add(key.value)
+    return None
+
+
+def _load_mapping(text: str, path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """YAML text → (mapping, line of each key); DefinitionError otherwise."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise DefinitionError(path, "the file is empty; expected a mapping with name, bash, repo")
+        if not isinstance(node, yaml.MappingNode):
+            raise DefinitionError(
+                path,
+                "expected a mapping (name: ..., bash: ..., repo: ...), found a "
+                + {"ScalarNode": "single value", "SequenceNode": "list"}.get(
+                    type(node).__name__, "value"
+                ),
+                node.start_mark.line + 1,
+            )
+        duplicate = _duplicate_key(node)
+        if duplicate:
+            raise DefinitionError(path, f"field {duplicate[0]!r} appears twice", duplicate[1])
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "<stream end>" in (exc.problem or ""):
+            mark = exc.context_mark  # "found the end" says less than where it began
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and exc.problem:
+            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        raise DefinitionError(path, f"not valid YAML: {problem}", line) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError(path, f"not valid YAML: {exc}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, _lines_of(node)
+
+
+def _text(data: dict[str, Any], field: str, path: str, line: int | None) -> str:
+    value = data[field]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        kind = "a number with a decimal point" if isinstance(value, float) else type(value).__name__
+        hint = f' (YAML reads it as {kind}; quote it: {field}: "{value}")' if isinstance(
+            value, (float, bool)
+        ) else ""
+        raise DefinitionError(path, f"field {field!r} must be a string{hint}", line)
+    return str(value)
+
+
+def parse_definition(text: str, path: str) -> Service:
+    """Validate one definition file's text; ``path`` is used for the name and messages."""
+    data, lines = _load_mapping(text, path)
+
+    def line(field: str) -> int | None:
+        return lines.get(field)
+
+    for key in data:
+        if key not in FIELDS:
+            raise DefinitionError(
+                path, f"unknown field {key!r}; the fields are {', '.join(FIELDS)}", line(str(key))
+            )
+    for field in REQUIRED:
+        if data.get(field) in (None, ""):
+            raise DefinitionError(path, f"missing field {field!r}", line(field))
+
+    name = _text(data, "name", path, line("name"))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if not NAME_RE.match(name):
+        raise DefinitionError(
+            path,
+            f"name {name!r} is not a valid container name (letters, digits, '_', '.', '-')",
+            line("name"),
+        )
+    if name.endswith(constants.PREVIOUS_SUFFIX):
+        raise DefinitionError(
+            path, f"name {name!r} must not end in {constants.PREVIOUS_SUFFIX!r}", line("name")
+        )
+    if name != stem:
+        raise DefinitionError(
+            path,
+            f"name {name!r} does not match the file name; rename the file to {name}.yml "
+            f"or set name: {stem}",
+            line("name"),
+        )
+
+    repo = _text(data, "repo", path, line("repo"))
+    try:
+        reference = Reference.parse(repo)
+    except ImageReferenceError as exc:
+        raise DefinitionError(path, f"repo: {exc}", line("repo")) from None
+    if reference.tag or reference.digest:
+        raise DefinitionError(
+            path,
+            f"repo {repo!r} carries a tag or digest; put the bare repository in repo: "
+            "and the tag in tag:",
+            line("repo"),
+        )
+
+    tag = constants.DEFAULT_TAG
+    if data.get("tag") is not None:
+        tag = _text(data, "tag", path, line("tag"))
+        if not TAG_RE.match(tag):
+            raise DefinitionError(path, f"tag {tag!r} is not a valid image tag", line("tag"))
+
+    node = ""
+    if data.get("node") is not None:
+        node = _text(data, "node", path, line("node"))
+        try:
+            re.compile(node)
+        except re.error as exc:
+            raise DefinitionError(
+                path, f"node {node!r} is not a valid regular expression: {exc}", line("node")
+            ) from None
+
+    digest = data.get("digest")
+    if digest is not None:
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise DefinitionError(
+                path, "digest must look like sha256:<64 hex digits>", line("digest")
+            )
+
+    health_timeout = data.get("health_timeout")
+    if health_timeout is not None:
+        if isinstance(health_timeout, bool) or not isinstance(health_timeout, (int, float)):
+            raise DefinitionError(path, "health_timeout must be a number of seconds", line("health_timeout"))
+        if health_timeout < 0:
+            raise DefinitionError(path, "health_timeout must not be negative", line("health_timeout"))
+        health_timeout = float(health_timeout)
+
+    bash = _text(data, "bash", path, line("bash"))
+    try:
+        run = parse_run_line(bash, repo=repo, name=name)
+    except RunLineError as exc:
+        raise DefinitionError(path, f"bash: {exc}", line("bash")) from None
+
+    return Service(
+        name=name,
+        bash=bash,
+        repo=repo,
+        tag=tag,
+        node=node,
+        run=run,
+        path=path,
+        digest=digest,
+        health_timeout=health_timeout,
+    )
+
+
+def read_definition(path: str) -> Service:
+    """Read and validate one file; unreadable or undecodable files are DefinitionErrors."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise DefinitionError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(path, f"not UTF-8 text (byte {exc.start})") from None
+    return parse_definition(text, path)
+
+
+def is_definition_file(filename: str) -> bool:
+    base = os.path.basename(filename)
+    return base.endswith(constants.DEFINITION_SUFFIXES) and not base.startswith(".")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The services in force, and the problems found, after reading a directory."""
+
+    services: dict[str, Service]
+    errors: tuple[DefinitionError, ...]
+    # Names whose file is broken with no good definition to fall back on:
+    # their containers are left alone, never removed for want of a definition.
+    broken: frozenset[str] = frozenset()
+    # False when the directory itself could not be read: then nothing at all
+    # may be removed, since the absence of a file proves nothing.
+    complete: bool = True
+
+
+@dataclass
+class _Entry:
+    stat_key: tuple[int, int, int, int]
+    result: Service | DefinitionError
+
+
+class DefinitionDir:
+    """A definitions directory, re-read on each ``scan()`` (files unchanged since
+    the last scan are not parsed again).
+
+    While a file is broken, the last good definition read from it stays in
+    force. A deleted file removes its service.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._cache: dict[str, _Entry] = {}
+        self._last_good: dict[str, Service] = {}
+
+    def _read(self, filename: str) -> Service | DefinitionError:
+        full = os.path.join(self.path, filename)
+        try:
+            st = os.stat(full)
+        except OSError as exc:
+            return DefinitionError(full, f"cannot read the file: {exc.strerror or exc}")
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._cache.get(filename)
+        if cached and cached.stat_key == key:
+            return cached.result
+        try:
+            result: Service | DefinitionError = read_definition(full)
+        except DefinitionError as exc:
+            result = exc
+        self._cache[filename] = _Entry(key, result)
+        return result
+
+    def scan(self) -> Scan:
+        try:
+            names = sorted(f for f in os.listdir(self.path) if is_definition_file(f))
+        except OSError as exc:
+            error = DefinitionError(self.path, f"cannot list the directory: {exc.strerror or exc}")
+            # Keep everything in force: a vanished or unreadable directory is
+            # a fault to report, not an order to remove every service.
+            return Scan(dict(self._last_good_by_name()), (error,), complete=False)
+        services: dict[str, Service] = {}
+        errors: list[DefinitionError] = []
+        broken: set[str] = set()
+        present = set(names)
+        for filename in list(self._cache):
+            if filename not in present:
+                del self._cache[filename]
+                self._last_good.pop(filename, None)
+        for filename in names:
+            result = self._read(filename)
+            if isinstance(result, DefinitionError):
+                errors.append(result)
+                result = self._last_good.get(filename)  # type: ignore[assignment]
+                if result is None:
+                    broken.add(os.path.splitext(filename)[0])
+                    continue
+            else:
+                self._last_good[filename] = result
+            if result.name in services:
+                other = services[result.name]
+                errors.append(
+                    DefinitionError(
+                        os.path.join(self.path, filename),
+                        f"service {result.name!r} is also defined in {other.path}; "
+                        f"keeping {os.path.basename(other.path)}",
+                    )
+                )
+                continue
+            services[result.name] = result
+        return Scan(services, tuple(errors), frozenset(broken))
+
+    def _last_good_by_name(self) -> dict[str, Service]:
+        return {service.name: service for service in self._last_good.values()}

@@ -1,0 +1,152 @@
+"""The one module that speaks to the docker CLI (through the ``sh`` package).
+
+Every call returns small typed values and turns a failed command into a
+``DockerError`` carrying the argv, exit code and stderr. The ``docker`` found
+on PATH is used, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Iterable, Sequence
+
+import sh
+
+from . import constants
+from .container import Container, Image
+from .errors import DockerError, ImageReferenceError
+from .reference import Reference
+
+log = logging.getLogger(__name__)
+
+NAME_IN_USE = "is already in use by container"
+
+
+class Docker:
+    """The docker CLI. ``calls`` counts the commands run (for benchmarks and tests)."""
+
+    def __init__(self, executable: str = "docker"):
+        self.executable = executable
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def _run(self, *args: str, timeout: float | None = constants.DOCKER_TIMEOUT,
+             ok_codes: Sequence[int] = (0,), stdin: str | None = None) -> tuple[int, str, str]:
+        argv = [self.executable, *args]
+        with self._lock:
+            self.calls += 1
+        log.debug("docker %s", " ".join(args))
+        try:
+            command = sh.Command(self.executable)
+        except sh.CommandNotFound:
+            raise DockerError(argv, 127, f"{self.executable}: command not found; install docker") from None
+        try:
+            result = command(
+                *args,
+                _tty_out=False,
+                _timeout=timeout,
+                _ok_code=list(ok_codes),
+                _return_cmd=True,
+                _in=stdin,
+            )
+        except sh.ErrorReturnCode as exc:
+            raise DockerError(argv, exc.exit_code, _text(exc.stderr)) from None
+        except sh.TimeoutException:
+            raise DockerError(argv, -1, f"timed out after {timeout:.0f} s") from None
+        return result.exit_code, _text(result.stdout), _text(result.stderr)
+
+    # Facts -----------------------------------------------------------------
+
+    def container_ids(self, node: str) -> list[str]:
+        """Ids of every container (any state) labelled as this node's."""
+        _, out, _ = self._run(
+            "ps", "--all", "--quiet", "--no-trunc",
+            "--filter", f"label={constants.LABEL_NODE}={node}",
+        )
+        return out.split()
+
+    def inspect_containers(self, ids: Sequence[str]) -> list[Container]:
+        """One batched ``docker inspect``; containers gone meanwhile are skipped."""
+        if not ids:
+            return []
+        code, out, err = self._run("container", "inspect", *ids, ok_codes=(0, 1))
+        items = json.loads(out) if out.strip() else []
+        if code != 0 and not items and "No such" not in err:
+            raise DockerError([self.executable, "container", "inspect", *ids], code, err)
+        return [Container.from_inspect(item) for item in items]
+
+    def containers(self, node: str) -> list[Container]:
+        return self.inspect_containers(self.container_ids(node))
+
+    def inspect_container(self, name_or_id: str) -> Container | None:
+        found = self.inspect_containers([name_or_id])
+        return found[0] if found else None
+
+    def images(self, refs: Iterable[str]) -> dict[str, Image | None]:
+        """One batched ``docker image inspect``: each ref → its local image, or None."""
+        refs = sorted(set(refs))
+        if not refs:
+            return {}
+        code, out, err = self._run("image", "inspect", *refs, ok_codes=(0, 1))
+        items = json.loads(out) if out.strip() else []
+        if code != 0 and not items and "No such" not in err:
+            raise DockerError([self.executable, "image", "inspect", *refs], code, err)
+        images = [Image.from_inspect(item) for item in items]
+        return {ref: _find_image(ref, images) for ref in refs}
+
+    # Changes ---------------------------------------------------------------
+
+    def pull(self, ref: str) -> None:
+        self._run("pull", "--quiet", ref, timeout=constants.PULL_TIMEOUT)
+
+    def run(self, args: Sequence[str]) -> str:
+        """``docker <args>`` (a ``run ... --detach`` command); returns the new container id."""
+        _, out, _ = self._run(*args)
+        lines = out.split()
+        return lines[-1] if lines else ""
+
+    def rename(self, container_id: str, name: str) -> None:
+        self._run("rename", container_id, name)
+
+    def stop(self, container_id: str) -> None:
+        args = ["stop"]
+        if constants.STOP_TIMEOUT is not None:
+            args += ["--time", str(int(constants.STOP_TIMEOUT))]
+        self._run(*args, container_id)
+
+    def start(self, container_id: str) -> None:
+        self._run("start", container_id)
+
+    def remove(self, container_id: str) -> None:
+        """Remove a container, killing it if it still runs."""
+        self._run("rm", "--force", container_id)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return data
+
+
+def _find_image(ref: str, images: Sequence[Image]) -> Image | None:
+    try:
+        wanted = Reference.parse(ref)
+    except ImageReferenceError:
+        return None
+    for image in images:
+        for known in image.repo_digests if wanted.digest else image.repo_tags:
+            try:
+                candidate = Reference.parse(known)
+            except ImageReferenceError:
+                continue
+            if candidate.name != wanted.name:
+                continue
+            if wanted.digest and candidate.digest == wanted.digest:
+                return image
+            if not wanted.digest and (candidate.tag or "latest") == (wanted.tag or "latest"):
+                return image
+    return None

@@ -1,0 +1,264 @@
+"""Carry out a plan through the docker CLI, with the safety rules of DESIGN.md.
+
+- Pull before remove: pulls happen before any container is touched, and a
+  service whose image is missing is never changed (the planner waits).
+- Never leave the node empty: on a recreate the running container is renamed
+  ``<name>.prev`` and stopped, not removed; if its successor cannot be
+  created, or exits at once, the successor is removed and the predecessor is
+  renamed back and started again. Only a successor that runs removes it.
+
+``remember`` folds the outcomes into the daemon's memory (pure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from . import constants
+from .container import Container
+from .docker import NAME_IN_USE, Docker
+from .errors import DockerError
+from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target, next_backoff
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: Step
+    error: str | None = None
+    container_id: str | None = None
+    restored: bool = False  # the predecessor was put back after a failure
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_options(target: Target, node: str) -> list[str]:
+    """The options puller adds to the user's ``docker run`` line."""
+    service = target.service
+    return [
+        "--name", service.name,
+        "--detach",
+        "--label", f"{constants.LABEL_SERVICE}={service.name}",
+        "--label", f"{constants.LABEL_NODE}={node}",
+        "--label", f"{constants.LABEL_HASH}={target.config_hash}",
+        "--label", f"{constants.LABEL_IMAGE}={target.image.id}",
+    ]
+
+
+def run_command(target: Target, node: str) -> list[str]:
+    """The full argv after ``docker`` for the service's container."""
+    service = target.service
+    return service.run.command(service.image_ref, run_options(target, node))
+
+
+class Executor:
+    """Runs pull and container steps; steps of distinct services run concurrently."""
+
+    def __init__(self, docker: Docker, node: str, workers: int = constants.DEPLOY_WORKERS):
+        self.docker = docker
+        self.node = node
+        self.workers = workers
+
+    # Pulls -------------------------------------------------------------------
+
+    def pull(self, steps: Sequence[Step]) -> list[Outcome]:
+        if not steps:
+            return []
+        with ThreadPoolExecutor(max_workers=min(constants.PULL_WORKERS, len(steps)),
+                                thread_name_prefix="puller-pull") as pool:
+            return list(pool.map(self._pull_one, steps))
+
+    def _pull_one(self, step: Step) -> Outcome:
+        assert step.image_ref is not None
+        try:
+            self.docker.pull(step.image_ref)
+        except DockerError as exc:
+            return Outcome(step, error=exc.stderr or str(exc))
+        log.debug("pulled %s (%s)", step.image_ref, step.reason)
+        return Outcome(step)
+
+    # Containers --------------------------------------------------------------
+
+    def execute(self, plan: Plan) -> list[Outcome]:
+        groups = [steps for steps in plan.by_service().values()
+                  if any(step.action.changes_something for step in steps)]
+        if not groups:
+            return []
+        if len(groups) == 1 or self.workers <= 1:
+            return [outcome for steps in groups for outcome in self._run_steps(steps)]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(groups)),
+                                thread_name_prefix="puller-deploy") as pool:
+            results = list(pool.map(self._run_steps, groups))
+        return [outcome for outcomes in results for outcome in outcomes]
+
+    def _run_steps(self, steps: Iterable[Step]) -> list[Outcome]:
+        """One service's steps, in order."""
+        outcomes = []
+        for step in steps:
+            if not step.action.changes_something:
+                continue
+            outcome = self._run_step(step)
+            outcomes.append(outcome)
+            if outcome.ok:
+                log.info("%s %s: %s", step.action.value, step.service, step.reason)
+            else:
+                log.warning("%s %s failed: %s%s", step.action.value, step.service, outcome.error,
+                            " (the previous container runs again)" if outcome.restored else "")
+        return outcomes
+
+    def _run_step(self, step: Step) -> Outcome:
+        try:
+            if step.action is Action.CREATE:
+                assert step.target is not None
+                return self._create(step, step.target)
+            if step.action is Action.RECREATE:
+                assert step.target is not None and step.container is not None
+                return self._recreate(step, step.target, step.container)
+            assert step.container is not None
+            if step.action is Action.REMOVE:
+                self.docker.remove(step.container.id)
+            elif step.action is Action.START:
+                self.docker.start(step.container.id)
+            elif step.action is Action.RESTORE:
+                self._put_back(step.container, step.service, start=True)
+            else:
+                raise AssertionError(f"unexpected step {step}")
+        except DockerError as exc:
+            return Outcome(step, error=str(exc))
+        return Outcome(step, container_id=step.container.id)
+
+    def _create(self, step: Step, target: Target) -> Outcome:
+        try:
+            new_id = self._run_checked(target)
+        except DockerError as exc:
+            self._discard_failed(target)
+            return Outcome(step, error=_explain(exc, target.service.name))
+        return Outcome(step, container_id=new_id)
+
+    def _recreate(self, step: Step, target: Target, old: Container) -> Outcome:
+        name = target.service.name
+        aside = name + constants.PREVIOUS_SUFFIX
+        # A predecessor found already set aside (an update interrupted by a
+        # crash) ran before: it is started again if its successor fails.
+        was_running = old.running or old.is_previous
+        try:
+            if old.name != aside:
+                self.docker.rename(old.id, aside)
+            if old.running:
+                self.docker.stop(old.id)
+        except DockerError as exc:
+            # Nothing was started yet: make sure the old one is as it was.
+            self._put_back(old, name, start=old.running, quiet=True)
+            return Outcome(step, error=f"could not set the old container aside: {exc}")
+        try:
+            new_id = self._run_checked(target)
+        except DockerError as exc:
+            self._discard_failed(target)
+            restored = self._put_back(old, name, start=was_running, quiet=True)
+            return Outcome(step, error=_explain(exc, name), restored=restored)
+        try:
+            self.docker.remove(old.id)
+        except DockerError as exc:
+            log.warning("%s: could not remove the old container %s: %s", name, old.short_id, exc)
+        return Outcome(step, container_id=new_id)
+
+    def _run_checked(self, target: Target) -> str:
+        """``docker run`` the target; a container that is not running right after
+        its start counts as a failure."""
+        argv = run_command(target, self.node)
+        new_id = self.docker.run(argv)
+        started = self.docker.inspect_container(new_id or target.service.name)
+        if started is None:
+            raise DockerError(["docker", *argv], 0, "the new container vanished right after its start")
+        failed = started.status in ("created", "dead", "removing") or (
+            started.status == "exited" and started.exit_code != 0)
+        if failed:
+            raise DockerError(["docker", *argv], 0,
+                              f"the new container {started.describe_state()} right after its start")
+        return started.id
+
+    def _discard_failed(self, target: Target) -> None:
+        """Remove what a failed ``docker run`` left behind under the service's
+        name — but only if it is ours, with this very hash."""
+        try:
+            left = self.docker.inspect_container(target.service.name)
+            if (left is not None and left.node == self.node
+                    and left.config_hash == target.config_hash):
+                self.docker.remove(left.id)
+        except DockerError as exc:
+            log.warning("%s: could not clean up the failed container: %s", target.service.name, exc)
+
+    def _put_back(self, old: Container, name: str, start: bool, quiet: bool = False) -> bool:
+        """Rename a predecessor back to the service name (whatever name it has
+        now) and start it again."""
+        try:
+            current = self.docker.inspect_container(old.id)
+            if current is not None and current.name != name:
+                self.docker.rename(old.id, name)
+            if start:
+                self.docker.start(old.id)
+        except DockerError as exc:
+            if not quiet:
+                raise
+            log.error("%s: could not put the previous container %s back: %s", name, old.short_id, exc)
+            return False
+        return True
+
+
+def _explain(exc: DockerError, name: str) -> str:
+    if NAME_IN_USE in exc.stderr:
+        return (f"the container name {name!r} is taken by a container puller does not manage "
+                f"on this node; rename or remove that container ({exc.stderr})")
+    return str(exc)
+
+
+def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
+             outcomes: Sequence[Outcome], now: float) -> Memory:
+    """Fold one pass's plan and outcomes into the memory the planner reads next time."""
+    pulled = dict(memory.pulled)
+    pull_errors = dict(memory.pull_errors)
+    for outcome in pulls:
+        ref = outcome.step.image_ref
+        assert ref is not None
+        if outcome.ok:
+            pulled[ref] = now
+            pull_errors.pop(ref, None)
+        else:
+            pull_errors[ref] = outcome.error or "failed"
+    failures = dict(memory.failures)
+    # Restart backoff is forgotten for containers that are gone, and for those
+    # that have kept running well past their last restart.
+    seen = {step.container.id: step for step in plan.steps if step.container is not None}
+    restarts = {
+        cid: backoff for cid, backoff in memory.restarts.items()
+        if cid in seen and not (seen[cid].container.running
+                                and now > backoff.next_at + constants.START_BACKOFF_MAX)
+    }
+    for outcome in outcomes:
+        step = outcome.step
+        if step.action in (Action.CREATE, Action.RECREATE):
+            assert step.target is not None
+            if outcome.ok:
+                failures.pop(step.service, None)
+                continue
+            old = failures.get(step.service)
+            attempts = old.attempts + 1 if old and old.config_hash == step.target.config_hash else 1
+            had_previous = step.action is Action.RECREATE
+            retry_at = None if had_previous else next_backoff(
+                attempts, now, constants.CREATE_BACKOFF_MIN, constants.CREATE_BACKOFF_MAX)
+            failures[step.service] = Failure(step.target.config_hash, outcome.error or "failed",
+                                             now, retry_at, attempts)
+        elif step.action is Action.START and step.container is not None:
+            previous = restarts.get(step.container.id)
+            attempts = previous.attempts + 1 if previous else 1
+            restarts[step.container.id] = Backoff(attempts, next_backoff(
+                attempts, now, constants.START_BACKOFF_MIN, constants.START_BACKOFF_MAX))
+    return dataclasses.replace(memory, failures=failures, restarts=restarts,
+                               pulled=pulled, pull_errors=pull_errors)

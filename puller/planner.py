@@ -1,0 +1,291 @@
+"""The pure heart of puller: desired services + actual containers → a plan.
+
+Nothing here does I/O. ``plan_pulls`` says which images to pull before
+anything else happens; ``plan`` compares each wanted service with the
+containers of this node and returns one step per service and per orphan,
+every step (no-ops included) with a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from .container import Container, Image
+from .definitions import Service
+
+
+@enum.unique
+class Action(enum.Enum):
+    PULL = "pull"
+    CREATE = "create"
+    RECREATE = "recreate"
+    RESTORE = "restore"  # put a kept predecessor back in service
+    START = "start"
+    REMOVE = "remove"
+    KEEP = "keep"  # nothing to do: up to date
+    WAIT = "wait"  # something is wrong or backing off; nothing is done now
+
+    @property
+    def changes_something(self) -> bool:
+        return self not in (Action.KEEP, Action.WAIT)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a service should run: its definition, the local image, and the drift hash."""
+
+    service: Service
+    image: Image
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    service: str
+    reason: str
+    container: Container | None = None  # the existing container acted upon
+    target: Target | None = None  # for CREATE / RECREATE
+    image_ref: str | None = None  # for PULL
+
+    def __str__(self) -> str:
+        return f"{self.action.value} {self.service}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def changes(self) -> tuple[Step, ...]:
+        return tuple(step for step in self.steps if step.action.changes_something)
+
+    def by_service(self) -> dict[str, list[Step]]:
+        grouped: dict[str, list[Step]] = {}
+        for step in self.steps:
+            grouped.setdefault(step.service, []).append(step)
+        return grouped
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A deploy of (service, hash) that failed; not retried before ``retry_at``
+    (never, when ``retry_at`` is None: the predecessor was put back instead)."""
+
+    config_hash: str
+    error: str
+    at: float
+    retry_at: float | None = None
+    attempts: int = 1
+
+    def blocks(self, config_hash: str, now: float) -> bool:
+        if config_hash != self.config_hash:
+            return False
+        return self.retry_at is None or now < self.retry_at
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Restarts of an exited container: how many, and not again before ``next_at``."""
+
+    attempts: int
+    next_at: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the daemon remembers between passes (a snapshot, read by the planner)."""
+
+    failures: Mapping[str, Failure] = field(default_factory=dict)  # by service
+    restarts: Mapping[str, Backoff] = field(default_factory=dict)  # by container id
+    pulled: Mapping[str, float] = field(default_factory=dict)  # image ref → last pull
+    pull_errors: Mapping[str, str] = field(default_factory=dict)  # image ref → error
+
+
+def config_hash(run_canonical: Sequence[str], image_id: str) -> str:
+    """sha256 over the canonical argv and the image id: the drift detector."""
+    payload = json.dumps({"argv": list(run_canonical), "image": image_id}, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def plan_pulls(
+    services: Mapping[str, Service],
+    images: Mapping[str, Image | None],
+    memory: Memory,
+    pull_due: bool,
+) -> tuple[Step, ...]:
+    """One PULL step per distinct image ref that needs it (a ref shared by
+    several services is pulled once)."""
+    steps: list[Step] = []
+    by_ref: dict[str, list[str]] = {}
+    for service in services.values():
+        by_ref.setdefault(service.image_ref, []).append(service.name)
+    for ref, names in sorted(by_ref.items()):
+        users = ", ".join(sorted(names))
+        pinned = "@" in ref
+        if images.get(ref) is None:
+            reason = f"{ref} is not present locally"
+        elif pinned:
+            continue  # a digest never changes: present is up to date
+        elif ref not in memory.pulled:
+            reason = f"{ref} not pulled since the daemon started"
+        elif pull_due:
+            reason = f"{ref} is due for its periodic pull"
+        else:
+            continue
+        steps.append(Step(Action.PULL, users, reason, image_ref=ref))
+    return tuple(steps)
+
+
+def plan(
+    services: Mapping[str, Service],
+    containers: Iterable[Container],
+    images: Mapping[str, Image | None],
+    memory: Memory,
+    now: float,
+    defined: Iterable[str] = (),
+    broken: Iterable[str] = (),
+    complete: bool = True,
+) -> Plan:
+    """Steps that bring this node's containers to ``services``.
+
+    ``containers`` are this node's (labelled) containers; ``defined`` names
+    every service defined in the directory (for any node), to tell "deleted"
+    from "no longer matches this node"; containers of ``broken`` services
+    (a bad file with no good definition to fall back on) are left alone, as is
+    everything when the directory could not be read (``complete`` false).
+    """
+    defined = set(defined)
+    broken = set(broken)
+    current: dict[str, Container] = {}
+    previous: dict[str, Container] = {}
+    steps: list[Step] = []
+    for container in sorted(containers, key=lambda c: (c.name, c.id)):
+        name = container.service
+        if name is None:
+            continue  # not labelled as a service: not ours to judge
+        if container.name == name:
+            current[name] = container
+        elif container.is_previous:
+            previous[name] = container
+        elif name in services:
+            steps.append(Step(
+                Action.REMOVE, name,
+                f"container {container.name} ({container.short_id}) belongs to "
+                f"{name} but has an unexpected name",
+                container=container,
+            ))
+        else:
+            current.setdefault(name, container)
+
+    for name in sorted(services):
+        steps.extend(_plan_service(
+            services[name], current.get(name), previous.get(name), images, memory, now
+        ))
+
+    for name in sorted(set(current) | set(previous)):
+        if name in services:
+            continue
+        for container in (current.get(name), previous.get(name)):
+            if container is None:
+                continue
+            if not complete or name in broken:
+                steps.append(Step(
+                    Action.KEEP, name,
+                    "its definition cannot be read; leaving the container as it is",
+                    container=container,
+                ))
+            elif name in defined:
+                steps.append(Step(
+                    Action.REMOVE, name, "service no longer matches this node", container=container
+                ))
+            else:
+                steps.append(Step(
+                    Action.REMOVE, name, "service definition was deleted", container=container
+                ))
+    return Plan(tuple(steps))
+
+
+def _plan_service(
+    service: Service,
+    current: Container | None,
+    previous: Container | None,
+    images: Mapping[str, Image | None],
+    memory: Memory,
+    now: float,
+) -> list[Step]:
+    name = service.name
+    ref = service.image_ref
+    image = images.get(ref)
+    if image is None:
+        error = memory.pull_errors.get(ref)
+        why = f"pull failed: {error}" if error else "not pulled yet"
+        if current is not None:
+            return [Step(Action.WAIT, name,
+                         f"image {ref} is not available ({why}); keeping the current container",
+                         container=current)]
+        return [Step(Action.WAIT, name, f"image {ref} is not available ({why})")]
+
+    wanted = config_hash(service.run.canonical(), image.id)
+    target = Target(service, image, wanted)
+    failure = memory.failures.get(name)
+    blocked = failure is not None and failure.blocks(wanted, now)
+
+    if current is None:
+        if previous is not None:
+            if blocked:
+                return [Step(Action.RESTORE, name,
+                             f"putting the previous container back: the new one failed ({failure.error})",
+                             container=previous)]
+            return [Step(Action.RECREATE, name,
+                         "finishing an update that was interrupted", container=previous, target=target)]
+        if blocked:
+            retry = (f"retrying in {failure.retry_at - now:.0f} s" if failure.retry_at
+                     else "not retried until the definition or the image changes")
+            return [Step(Action.WAIT, name, f"could not be created: {failure.error}; {retry}")]
+        return [Step(Action.CREATE, name, f"no container yet; running {ref}", target=target)]
+
+    steps: list[Step] = []
+    if previous is not None:
+        steps.append(Step(Action.REMOVE, name,
+                          "predecessor left over from an earlier update", container=previous))
+
+    if current.config_hash != wanted:
+        if blocked:
+            steps.append(Step(Action.KEEP, name,
+                              f"the new version failed on this node ({failure.error}); "
+                              "keeping the current container until the definition or the image changes",
+                              container=current))
+        else:
+            steps.append(Step(Action.RECREATE, name, _drift_reason(current, image, ref),
+                              container=current, target=target))
+        return steps
+
+    if current.running:
+        steps.append(Step(Action.KEEP, name, f"up to date ({current.status})", container=current))
+        return steps
+
+    backoff = memory.restarts.get(current.id)
+    if backoff is not None and now < backoff.next_at:
+        steps.append(Step(Action.WAIT, name,
+                          f"{current.describe_state()}; starting it again in "
+                          f"{backoff.next_at - now:.0f} s", container=current))
+    else:
+        steps.append(Step(Action.START, name, current.describe_state(), container=current))
+    return steps
+
+
+def _drift_reason(current: Container, image: Image, ref: str) -> str:
+    if current.created_from and current.created_from != image.id:
+        return f"image changed: {ref} is now {image.id[7:19]} (was {current.created_from[7:19]})"
+    return "definition changed"
+
+
+def next_backoff(attempts: int, now: float, low: float, high: float) -> float:
+    """Exponential backoff: low, 2·low, 4·low … capped at high."""
+    return now + min(high, low * (2 ** max(0, attempts - 1)))
+

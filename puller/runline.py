@@ -1,0 +1,519 @@
+"""The ``bash:`` line of a service: a ``docker run`` command, read without a shell.
+
+``parse_run_line`` splits the line into words as a POSIX shell would, refuses
+what only a shell could give a meaning to (operators, expansions, comments),
+and reads the options the way docker's own parser (pflag, with interspersed
+arguments off) does, so that the image and the container's command are found
+exactly where docker would find them. Legacy single-dash long flags
+(``-restart=always``) are rewritten to their ``--`` form; the user's
+``--name`` equal to the service name is dropped, since puller adds its own;
+everything else reaches docker untouched and in order. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from puller.constants import LABEL_PREFIX
+from puller.errors import ImageReferenceError, RunLineError
+from puller.reference import Reference
+from puller.runflags import FLAGS, SHORT, Flag
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # what Go's ParseBool accepts
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+_OPERATOR_CHARS = ";&|<>()"
+_OPERATOR_MEANING = {
+    ";": "it ends a command",
+    "&": "it runs a command in the background",
+    "&&": "it runs a second command if the first succeeds",
+    "||": "it runs a second command if the first fails",
+    "|": "it pipes one command into another",
+    "(": "it starts a subshell",
+    ")": "it ends a subshell",
+}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SPECIAL_PARAMETERS = "0123456789@*#?$!-"
+_TILDE_PREFIX = re.compile(r"~[^\s/:]*")
+_OPERATOR = re.compile(r"[;&|<>]+|[()]")
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """A ``docker run`` line, split and checked."""
+
+    options: tuple[str, ...]
+    """The user's options after ``run``: legacy flags rewritten, the user's own --name removed."""
+    image: str
+    """The image token as the user wrote it."""
+    args: tuple[str, ...]
+    """The command and its arguments after the image, untouched."""
+
+    def command(self, image_ref: str, extra_options: Sequence[str] = ()) -> list[str]:
+        """argv after ``docker``: ``['run', *extra_options, *options, image_ref, *args]``."""
+        return ["run", *extra_options, *self.options, image_ref, *self.args]
+
+    def canonical(self) -> tuple[str, ...]:
+        """``('run', *options, <repository name>, *args)``: stable input for the drift hash."""
+        return ("run", *self.options, Reference.parse(self.image).name, *self.args)
+
+
+def parse_run_line(line: str, *, repo: str, name: str) -> RunLine:
+    """Read the ``bash:`` line of service ``name`` whose image is ``repo``.
+
+    Raises RunLineError, naming the offending token, for a line puller will
+    not run.
+    """
+    words = split_words(line)
+    rest = _strip_docker_run(words)
+    options, image, args = _split_options(rest)
+    if image is None:
+        raise RunLineError(
+            f"the line has no image: write `docker run [OPTIONS] {repo} [COMMAND] [ARG...]`",
+            None,
+        )
+    _check_image(image, repo)
+    return RunLine(tuple(_apply_policy(options, name)), image, tuple(args))
+
+
+# --- words ---------------------------------------------------------------------------
+
+
+def split_words(line: str) -> list[str]:
+    """Split ``line`` into words like a POSIX shell, without running one.
+
+    Shell syntax that would change the meaning of the line is refused with a
+    RunLineError naming the token and its column.
+    """
+    text = _check_shell_syntax(line)
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    lexer.whitespace = " \t\n"
+    try:
+        return list(lexer)
+    except ValueError as error:  # the scan above should have caught it
+        raise RunLineError(f"the line cannot be split into words: {error}", None) from None
+
+
+def _check_shell_syntax(line: str) -> str:
+    """Refuse shell operators, expansions, comments and open quotes.
+
+    Returns the text for shlex: backslash-newline continuations removed, and
+    the escapes that only a shell resolves inside double quotes (``\\$``,
+    ``\\```, backslash-newline) resolved.
+    """
+    out: list[str] = []
+    quote: str | None = None
+    quote_at = 0
+    word_start = True
+    word = ""  # the unquoted text of the current word, to recognise NAME=~
+    i = 0
+    while i < len(line):
+        c = line[i]
+        nxt = line[i + 1] if i + 1 < len(line) else ""
+        if quote == "'":
+            if c == "'":
+                quote = None
+            out.append(c)
+            i += 1
+            continue
+        if quote == '"':
+            if c == '"':
+                quote = None
+                out.append(c)
+            elif c == "\\" and nxt in ("$", "`"):
+                out.append(nxt)
+                i += 1
+            elif c == "\\" and nxt == "\n":
+                i += 1
+            elif c == "\\" and nxt in ('"', "\\"):
+                out.append(c + nxt)
+                i += 1
+            elif c == "`" or (c == "$" and _is_expansion(line, i, quoted=True)):
+                _refuse_expansion(line, i)
+            else:
+                out.append(c)
+            i += 1
+            continue
+        # unquoted
+        if c == "\\":
+            if nxt == "":
+                raise RunLineError(
+                    f"the line ends with a backslash ({_where(line, i)}): remove it", "\\"
+                )
+            if nxt != "\n":  # backslash-newline is a line continuation
+                out.append(c + nxt)
+                word_start = False
+                word += "\0"
+            i += 2
+            continue
+        if c in " \t":
+            word_start, word = True, ""
+        elif c == "\n":
+            if line[i:].strip():
+                raise RunLineError(
+                    f"no shell runs the line, and a line break would end the command there "
+                    f"({_where(line, i)}): join the lines, or end each but the last with a backslash",
+                    "\\n",
+                )
+            word_start, word = True, ""
+        elif c in "'\"":
+            quote, quote_at = c, i
+            word_start = False
+            word += "\0"
+        elif c == "`" or (c == "$" and _is_expansion(line, i, quoted=False)):
+            _refuse_expansion(line, i)
+        elif c in _OPERATOR_CHARS:
+            _refuse_operator(line, i)
+        elif c == "#" and word_start:
+            token = line[i:].split(None, 1)[0]
+            raise RunLineError(
+                f"no shell runs the line, so `{token}` ({_where(line, i)}) would not start a "
+                "comment: remove the comment, or quote the '#' to pass it literally",
+                token,
+            )
+        elif c == "~" and (word_start or _after_assignment(word)):
+            token = _token_at(_TILDE_PREFIX, line, i)
+            raise RunLineError(
+                f"no shell runs the line, so `{token}` ({_where(line, i)}) would not be "
+                "expanded to a home directory: use an absolute path",
+                token,
+            )
+        else:
+            word_start = False
+            word += c
+        out.append(c)
+        i += 1
+    if quote is not None:
+        kind = "single" if quote == "'" else "double"
+        raise RunLineError(
+            f"the {kind} quote at {_where(line, quote_at)} is never closed: close it", quote
+        )
+    return "".join(out)
+
+
+def _after_assignment(word: str) -> bool:
+    """True if a shell would expand a ``~`` that follows ``word`` (``NAME=~``, ``NAME=a:~``)."""
+    head, equals, value = word.partition("=")
+    return bool(equals) and bool(_NAME.fullmatch(head)) and (value == "" or value.endswith(":"))
+
+
+def _is_expansion(line: str, i: int, *, quoted: bool) -> bool:
+    """True if the ``$`` at ``i`` starts something a shell would expand or translate.
+
+    ``$NAME``, ``${...}``, ``$(...)``, ``$[...]`` and ``$?``-style parameters
+    expand, in double quotes too; unquoted, bash also translates ``$'...'``
+    and ``$"..."``. Any other ``$`` is literal.
+    """
+    nxt = line[i + 1 : i + 2]
+    if not nxt:
+        return False
+    if nxt in "{([" or nxt in _SPECIAL_PARAMETERS or _NAME.match(nxt):
+        return True
+    return not quoted and nxt in "'\""
+
+
+def _refuse_expansion(line: str, i: int) -> None:
+    """Raise for the expansion (``$...`` or backtick) starting at ``i``."""
+    token = _expansion_token(line, i)
+    raise RunLineError(
+        f"no shell runs the line, so `{token}` ({_where(line, i)}) would not be expanded: "
+        "write the value itself, or single-quote it to pass it literally; to expand it "
+        "in the container, wrap the command in sh -c '...'",
+        token,
+    )
+
+
+def _expansion_token(line: str, i: int) -> str:
+    """The text of the expansion starting at ``i``, for the message."""
+    if line[i] == "`":
+        end = line.find("`", i + 1)
+        return line[i : end + 1] if end != -1 else line[i:]
+    nxt = line[i + 1 : i + 2]
+    if nxt == "{":
+        end = line.find("}", i)
+        return line[i : end + 1] if end != -1 else line[i:]
+    if nxt == "(":
+        depth = 0
+        for j in range(i + 1, len(line)):
+            depth += {"(": 1, ")": -1}.get(line[j], 0)
+            if depth == 0:
+                return line[i : j + 1]
+        return line[i:]
+    match = _NAME.match(line, i + 1)
+    if match:
+        return line[i : match.end()]
+    return line[i : i + 2]
+
+
+def _refuse_operator(line: str, i: int) -> None:
+    """Raise for the shell operator starting at ``i``."""
+    token = _token_at(_OPERATOR, line, i)
+    meaning = _OPERATOR_MEANING.get(token, "it redirects input or output")
+    raise RunLineError(
+        f"no shell runs the line, so `{token}` ({_where(line, i)}) would not mean what you "
+        f"meant ({meaning} in a shell): wrap the command in sh -c '...', or quote the "
+        "character to pass it literally",
+        token,
+    )
+
+
+def _token_at(pattern: re.Pattern[str], line: str, i: int) -> str:
+    """The text ``pattern`` matches at ``i``, or the single character there."""
+    match = pattern.match(line, i)
+    return match.group(0) if match else line[i]
+
+
+def _where(line: str, i: int) -> str:
+    """``column N`` (1-based), or ``line L, column N`` for a line with breaks."""
+    line_start = line.rfind("\n", 0, i) + 1
+    column = i - line_start + 1
+    if "\n" not in line.rstrip("\n"):
+        return f"column {column}"
+    return f"line {line.count(chr(10), 0, i) + 1}, column {column}"
+
+
+# --- docker run ----------------------------------------------------------------------
+
+
+def _strip_docker_run(words: list[str]) -> list[str]:
+    """Return the words after ``docker run`` / ``docker container run``."""
+    if not words:
+        raise RunLineError("the line is empty: write `docker run [OPTIONS] IMAGE [COMMAND]`", None)
+    program = words[0]
+    if program != "docker" and not program.endswith("/docker"):
+        raise RunLineError(
+            f"the line must be a `docker run` command, and starts with `{program}`: "
+            "write `docker run [OPTIONS] IMAGE [COMMAND]`",
+            program,
+        )
+    sub = words[1:3]
+    if sub[:1] == ["run"]:
+        return words[2:]
+    if sub == ["container", "run"]:
+        return words[3:]
+    if sub and sub[0].startswith("-"):
+        raise RunLineError(
+            f"docker's global options (`{sub[0]}` before `run`) are not supported: puller "
+            "talks to the local engine with its own settings; remove them",
+            sub[0],
+        )
+    found = " ".join(words[:3])
+    raise RunLineError(
+        f"the line must be a `docker run` (or `docker container run`) command, not `{found}`",
+        found,
+    )
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One flag occurrence: its flag, its value (None for a bare boolean), as spelled."""
+
+    flag: Flag
+    value: str | None
+    spelling: str
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The tokens one option word (and its separate value, if any) became."""
+
+    tokens: tuple[str, ...]
+    options: tuple[_Option, ...]
+
+
+def _split_options(words: list[str]) -> tuple[list[_Group], str | None, list[str]]:
+    """Split the words after ``run`` into options, image and args, as pflag does."""
+    groups: list[_Group] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            i += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        word = _rewrite_legacy(word)
+        if word.startswith("--"):
+            group, i = _parse_long(words, i, word)
+        else:
+            group, i = _parse_short(words, i, word)
+        groups.append(group)
+    if i >= len(words):
+        return groups, None, []
+    return groups, words[i], words[i + 1 :]
+
+
+def _rewrite_legacy(word: str) -> str:
+    """``-restart=always`` → ``--restart=always``: a single-dash long flag of the old CLI."""
+    if word.startswith("--"):
+        return word
+    name = word[1:].split("=", 1)[0]
+    if len(name) > 1 and name in FLAGS:
+        return "-" + word
+    return word
+
+
+def _parse_long(words: list[str], i: int, word: str) -> tuple[_Group, int]:
+    """Parse ``--flag``, ``--flag=value`` or ``--flag value`` at ``words[i]``."""
+    name, equals, value = word[2:].partition("=")
+    if not name or name[0] in "-=":
+        raise RunLineError(f"bad flag syntax: `{word}`", word)
+    flag = FLAGS.get(name)
+    if flag is None:
+        raise RunLineError(_unknown(f"--{name}", words[i]), words[i])
+    tokens = [word]
+    if not equals and flag.takes_value:
+        if i + 1 >= len(words):
+            raise RunLineError(_no_value(words[i], words[i]), words[i])
+        value = words[i + 1]
+        tokens.append(value)
+    elif not equals:
+        value = None
+    option = _Option(flag, value, words[i])
+    _check_bool(option)
+    return _Group(tuple(tokens), (option,)), i + len(tokens)
+
+
+def _parse_short(words: list[str], i: int, word: str) -> tuple[_Group, int]:
+    """Parse a shorthand chain: ``-d``, ``-dit``, ``-p80:80``, ``-p=80:80``, ``-itp 80:80``."""
+    tokens = [word]
+    options: list[_Option] = []
+    body = word[1:]
+    j = 0
+    while j < len(body):
+        flag = SHORT.get(body[j])
+        if flag is None:
+            raise RunLineError(_unknown(f"-{body[j]}", word), word)
+        spelling = f"-{body[j]}"
+        rest = body[j + 1 :]
+        if rest.startswith("="):
+            options.append(_Option(flag, rest[1:], spelling))
+            break
+        if flag.takes_value:
+            if rest:
+                value = rest
+            elif i + 1 < len(words):
+                value = words[i + 1]
+                tokens.append(value)
+            else:
+                raise RunLineError(_no_value(spelling, word), word)
+            options.append(_Option(flag, value, spelling))
+            break
+        options.append(_Option(flag, None, spelling))
+        j += 1
+    for option in options:
+        _check_bool(option)
+    return _Group(tuple(tokens), tuple(options)), i + len(tokens)
+
+
+def _no_value(flag: str, word: str) -> str:
+    """The message for a flag that needs a value at the end of the line."""
+    where = "" if flag == word else f" in `{word}`"
+    return f"the flag `{flag}`{where} needs a value, and the line ends before it"
+
+
+def _unknown(flag: str, word: str) -> str:
+    """The message for an unknown flag."""
+    where = "" if flag == word else f" in `{word}`"
+    return f"unknown flag `{flag}`{where}: `docker run` has no such option (see `docker run --help`)"
+
+
+def _check_bool(option: _Option) -> None:
+    """Refuse a boolean flag given a value Go's ParseBool would not accept."""
+    if option.flag.takes_value or option.value is None:
+        return
+    if option.value not in _TRUE | _FALSE:
+        raise RunLineError(
+            f"`{option.spelling}={option.value}`: a boolean flag takes true or false",
+            f"{option.spelling}={option.value}",
+        )
+
+
+def _is_true(option: _Option) -> bool:
+    """The value of a boolean flag occurrence."""
+    return option.value is None or option.value in _TRUE
+
+
+# --- what puller will not run --------------------------------------------------------
+
+
+def _apply_policy(groups: list[_Group], name: str) -> list[str]:
+    """Refuse the options puller cannot honour; return the options to keep, in order."""
+    kept: list[str] = []
+    for group in groups:
+        drop = False
+        for option in group.options:
+            drop = _check_option(option, group, name) or drop
+        if not drop:
+            kept.extend(group.tokens)
+    return kept
+
+
+def _check_option(option: _Option, group: _Group, name: str) -> bool:
+    """Raise for an option puller refuses; return True if it must be dropped."""
+    long = option.flag.long
+    shown = " ".join(group.tokens)
+    if long == "rm" and _is_true(option):
+        raise RunLineError(
+            f"`{shown}` is not allowed: puller owns the container's life and keeps it "
+            "running (a removed container is replaced); remove --rm",
+            shown,
+        )
+    if long == "attach":
+        raise RunLineError(
+            f"`{shown}` is not allowed: puller runs the container detached (--detach), "
+            "which conflicts with --attach; remove it and read the output with docker logs",
+            shown,
+        )
+    if long == "detach" and not _is_true(option):
+        raise RunLineError(
+            f"`{shown}` is not allowed: puller runs the container detached; remove it", shown
+        )
+    if long == "help" and _is_true(option):
+        raise RunLineError(
+            f"`{shown}` is not allowed: docker would print its help instead of running "
+            "the container; remove it",
+            shown,
+        )
+    if long == "label" and option.value is not None and option.value.startswith(LABEL_PREFIX):
+        raise RunLineError(
+            f"`{shown}` is not allowed: labels {LABEL_PREFIX}* belong to puller, which "
+            "uses them to find its containers; use another label key",
+            shown,
+        )
+    if long == "name":
+        if option.value != name:
+            raise RunLineError(
+                f"`{shown}` is not allowed: the container is named after the service, "
+                f"{name!r}; remove --name (puller adds it) or set it to {name!r}",
+                shown,
+            )
+        return True
+    return False
+
+
+def _check_image(image: str, repo: str) -> None:
+    """Refuse an image token that is invalid or does not name the service's repo."""
+    try:
+        wanted = Reference.parse(repo)
+    except ImageReferenceError as error:
+        raise RunLineError(f"the service's repo is not a valid image: {error}", repo) from None
+    try:
+        given = Reference.parse(image)
+    except ImageReferenceError as error:
+        raise RunLineError(
+            f"the image `{image}` is not a valid image reference ({error.reason}); after the "
+            f"options, write the repo `{repo}`",
+            image,
+        ) from None
+    if not given.same_repository(wanted):
+        raise RunLineError(
+            f"the image `{image}` is not the service's repo `{repo}`: write `{repo}` (puller "
+            "runs it at the tag or digest of the definition)",
+            image,
+        )

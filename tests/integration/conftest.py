@@ -1,0 +1,100 @@
+"""Integration fixtures: a real engine, a real registry, real images."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from puller.daemon import Config, Daemon
+
+from ..testenv import Cleanup, Engine, Registry, build_image, free_port
+
+HERE = os.path.dirname(__file__)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if str(item.fspath).startswith(HERE):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    engine = Engine()
+    try:
+        engine.ensure()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def registry(engine):
+    registry = Registry().start()
+    yield registry
+    registry.close()
+
+
+@dataclass(frozen=True)
+class Images:
+    repo: str  # REGISTRY/web, tags v1 and v2 serve "v1" and "v2"
+
+
+@pytest.fixture(scope="session")
+def images(registry):
+    repo = f"{registry.host}/web"
+    build_image(f"{repo}:v1", "v1")
+    build_image(f"{repo}:v2", "v2")
+    yield Images(repo)
+
+
+@pytest.fixture
+def cleanup(engine):
+    cleanup = Cleanup()
+    yield cleanup
+    cleanup.close()
+
+
+@dataclass
+class Node:
+    """One puller node driven pass by pass in this process."""
+
+    daemon: Daemon
+    directory: str
+    cleanup: Cleanup
+
+    @property
+    def name(self) -> str:
+        return self.daemon.config.node
+
+    def write(self, service: str, **fields: str) -> str:
+        path = os.path.join(self.directory, f"{service}.yml")
+        body = "".join(f"{key}: {value}\n" for key, value in {"name": service, **fields}.items())
+        with open(path + ".tmp", "w") as handle:
+            handle.write(body)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def web(self, service: str, repo: str, tag: str = "v1", port: int | None = None,
+            extra: str = "", node: str = "") -> int:
+        """Write an httpd service publishing ``port`` (a free one by default)."""
+        port = port or free_port()
+        bash = (f"docker run -p 127.0.0.1:{port}:80 {extra} --init --label {self.cleanup.label} "
+                f"{repo} httpd -f -p 80 -h /www")
+        self.write(service, bash=f"'{bash}'", repo=repo, tag=tag, node=f"'{node}'")
+        return port
+
+    def tick(self, **kwargs):
+        return self.daemon.tick(**kwargs)
+
+
+@pytest.fixture
+def node(tmp_path, cleanup):
+    directory = tmp_path / "defs"
+    directory.mkdir()
+    daemon = Daemon(Config(node=cleanup.node(), directory=str(directory)))
+    with daemon:
+        yield Node(daemon, str(directory), cleanup)

@@ -1,0 +1,80 @@
+"""The command line: the seed's Go-style flags, the -- spellings and PULLER_* variables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from puller import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def started(monkeypatch):
+    configs = []
+    monkeypatch.setattr(cli, "run_daemon", configs.append)
+    monkeypatch.setattr(cli, "_setup_logging", lambda verbose: None)
+    return configs
+
+
+@pytest.mark.parametrize("argv", [
+    ["-d", "-node=box-1", "-dir=/x/y", "-port=7710", "-interval=2", "-pull-every=3"],
+    ["-d", "-node", "box-1", "-dir", "/x/y", "-port", "7710", "-interval", "2", "-pull-every", "3"],
+    ["--daemon", "--node", "box-1", "--dir=/x/y", "--port", "7710", "--interval=2", "--pull-every", "3"],
+])
+def test_go_style_and_double_dash_flags_mean_the_same(started, argv):
+    result = CliRunner().invoke(cli.cli, argv, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [config] = started
+    assert (config.node, config.directory, config.port, config.interval, config.pull_every) == (
+        "box-1", "/x/y", 7710, 2.0, 3)
+
+
+def test_environment_variables(started):
+    env = {"PULLER_NODE": "env-node", "PULLER_DIR": "/env/dir", "PULLER_INTERVAL": "5",
+           "PULLER_PORT": "8000", "PULLER_PULL_EVERY": "4"}
+    result = CliRunner().invoke(cli.cli, ["-d"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [config] = started
+    assert (config.node, config.directory, config.port, config.interval, config.pull_every) == (
+        "env-node", "/env/dir", 8000, 5.0, 4)
+
+
+def test_defaults(started):
+    result = CliRunner().invoke(cli.cli, ["-d"], env={"PULLER_NODE": None}, catch_exceptions=False)
+    assert result.exit_code == 0
+    [config] = started
+    assert config.directory == "/etc/puller" and config.port == 7946
+    assert config.interval == 30.0 and config.pull_every == 1
+    assert config.node  # the host name
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["-d", "-interval=0"], "-interval"),
+    (["-d", "-pull-every=0"], "-pull-every"),
+    (["-d", "-port=70000"], "-port"),
+    (["-d", "-node="], "node name must not be empty"),
+    (["-d", "-nodes=x"], "No such option"),
+])
+def test_bad_flags_are_clear_errors(started, argv, fragment):
+    result = CliRunner().invoke(cli.cli, argv)
+    assert result.exit_code == 2
+    assert fragment in result.output
+    assert started == []
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "puller", "--help"],
+    [sys.executable, os.path.join(ROOT, "puller.py"), "--help"],
+    [sys.executable, "-m", "puller", "-help"],
+])
+def test_help_works_every_way(command):
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for flag in ("-node", "-dir", "-port", "-interval", "-pull-every", "-verbose", "-d, --daemon"):
+        assert flag in result.stdout

@@ -1,0 +1,185 @@
+"""The pure planner: fixtures of {desired, actual} → expected steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from puller import constants
+from puller.container import Container, Image
+from puller.definitions import parse_definition
+from puller.planner import (Action, Backoff, Failure, Memory, config_hash, plan,
+                            plan_pulls)
+
+NODE = "box-1"
+IMG1 = Image("sha256:" + "1" * 64, ("web:v1",))
+IMG2 = Image("sha256:" + "2" * 64, ("web:v1",))
+
+
+def service(name="web", bash=None, tag="v1", repo="web", node=""):
+    bash = bash or f"docker run -p 80:80 {repo}"
+    return parse_definition(
+        f"name: {name}\nbash: {bash}\nrepo: {repo}\ntag: {tag}\nnode: '{node}'\n", f"{name}.yml")
+
+
+def hash_of(svc, image=IMG1):
+    return config_hash(svc.run.canonical(), image.id)
+
+
+def container(name="web", service_name=None, hash_="", status="running", exit_code=0,
+              cid=None, image=IMG1):
+    service_name = service_name or name.removesuffix(constants.PREVIOUS_SUFFIX)
+    return Container(
+        id=cid or (name + "-id").ljust(64, "0"), name=name, image_id=image.id, status=status,
+        exit_code=exit_code,
+        labels={constants.LABEL_SERVICE: service_name, constants.LABEL_NODE: NODE,
+                constants.LABEL_HASH: hash_, constants.LABEL_IMAGE: image.id},
+    )
+
+
+def actions(the_plan):
+    return [(step.action, step.service) for step in the_plan.steps]
+
+
+def test_no_change_gives_only_keeps_with_reasons():
+    web, db = service("web"), service("db", repo="db")
+    images = {"web:v1": IMG1, "db:v1": IMG1}
+    actual = [container("web", hash_=hash_of(web)), container("db", hash_=hash_of(db))]
+    result = plan({"web": web, "db": db}, actual, images, Memory(), now=0)
+    assert actions(result) == [(Action.KEEP, "db"), (Action.KEEP, "web")]
+    assert all("up to date" in step.reason for step in result.steps)
+    assert result.changes == ()
+
+
+def test_a_new_service_is_created():
+    web = service()
+    result = plan({"web": web}, [], {"web:v1": IMG1}, Memory(), now=0)
+    assert actions(result) == [(Action.CREATE, "web")]
+    assert result.steps[0].target.config_hash == hash_of(web)
+
+
+def test_a_changed_run_line_recreates():
+    old, new = service(), service(bash="docker run -p 80:80 -p 81:80 web")
+    result = plan({"web": new}, [container(hash_=hash_of(old))], {"web:v1": IMG1}, Memory(), 0)
+    assert actions(result) == [(Action.RECREATE, "web")]
+    assert result.steps[0].reason == "definition changed"
+
+
+def test_a_changed_image_recreates_and_says_so():
+    web = service()
+    result = plan({"web": web}, [container(hash_=hash_of(web, IMG1))], {"web:v1": IMG2}, Memory(), 0)
+    assert actions(result) == [(Action.RECREATE, "web")]
+    assert "image changed" in result.steps[0].reason
+
+
+def test_hash_is_stable_and_sensitive():
+    a, b = service(), service()
+    assert hash_of(a) == hash_of(b)
+    assert hash_of(a, IMG1) != hash_of(a, IMG2)
+    assert hash_of(a) != hash_of(service(bash="docker run -p 81:80 web"))
+    # puller's own additions are not part of it: only the user's line and the image
+    assert hash_of(a) == config_hash(a.run.canonical(), IMG1.id)
+
+
+def test_a_deleted_service_is_removed_and_a_mismatched_node_too():
+    result = plan({}, [container("gone"), container("elsewhere")], {}, Memory(), 0,
+                  defined={"elsewhere"})
+    reasons = {step.service: (step.action, step.reason) for step in result.steps}
+    assert reasons["gone"] == (Action.REMOVE, "service definition was deleted")
+    assert reasons["elsewhere"] == (Action.REMOVE, "service no longer matches this node")
+
+
+def test_broken_definitions_and_unreadable_directory_remove_nothing():
+    actual = [container("web"), container("db")]
+    result = plan({}, actual, {}, Memory(), 0, broken={"web"})
+    assert actions(result) == [(Action.REMOVE, "db"), (Action.KEEP, "web")]
+    result = plan({}, actual, {}, Memory(), 0, complete=False)
+    assert actions(result) == [(Action.KEEP, "db"), (Action.KEEP, "web")]
+
+
+def test_containers_without_a_service_label_are_not_judged():
+    stranger = Container(id="f" * 64, name="stranger", image_id="x", status="running",
+                         labels={constants.LABEL_NODE: NODE})
+    assert plan({}, [stranger], {}, Memory(), 0).steps == ()
+
+
+def test_missing_image_waits_and_keeps_the_running_container():
+    web = service(tag="v2")
+    current = container(hash_="old")
+    memory = Memory(pull_errors={"web:v2": "manifest unknown"})
+    result = plan({"web": web}, [current], {"web:v2": None}, memory, 0)
+    assert actions(result) == [(Action.WAIT, "web")]
+    assert "manifest unknown" in result.steps[0].reason
+    assert "keeping the current container" in result.steps[0].reason
+
+
+def test_a_failed_update_is_not_retried_until_something_changes():
+    web = service()
+    failed = Memory(failures={"web": Failure(hash_of(web), "exited with code 1", at=0)})
+    current = container(hash_="older")
+    result = plan({"web": web}, [current], {"web:v1": IMG1}, failed, now=10_000)
+    assert actions(result) == [(Action.KEEP, "web")]
+    assert "failed" in result.steps[0].reason
+    # a new image is a change: it is tried
+    result = plan({"web": web}, [current], {"web:v1": IMG2}, failed, now=10_000)
+    assert actions(result) == [(Action.RECREATE, "web")]
+
+
+def test_a_failed_create_is_retried_after_its_backoff():
+    web = service()
+    memory = Memory(failures={"web": Failure(hash_of(web), "name taken", at=0, retry_at=5)})
+    assert actions(plan({"web": web}, [], {"web:v1": IMG1}, memory, now=1)) == [(Action.WAIT, "web")]
+    assert actions(plan({"web": web}, [], {"web:v1": IMG1}, memory, now=6)) == [(Action.CREATE, "web")]
+
+
+def test_an_exited_container_is_started_with_backoff():
+    web = service()
+    exited = container(hash_=hash_of(web), status="exited", exit_code=137)
+    result = plan({"web": web}, [exited], {"web:v1": IMG1}, Memory(), 0)
+    assert actions(result) == [(Action.START, "web")]
+    assert result.steps[0].reason == "exited with code 137"
+    memory = Memory(restarts={exited.id: Backoff(attempts=3, next_at=50)})
+    assert actions(plan({"web": web}, [exited], {"web:v1": IMG1}, memory, 10)) == [(Action.WAIT, "web")]
+    assert actions(plan({"web": web}, [exited], {"web:v1": IMG1}, memory, 51)) == [(Action.START, "web")]
+
+
+def test_a_leftover_predecessor_is_removed_once_the_current_one_exists():
+    web = service()
+    actual = [container(hash_=hash_of(web)), container("web.prev", hash_="older", status="exited")]
+    result = plan({"web": web}, actual, {"web:v1": IMG1}, Memory(), 0)
+    assert actions(result) == [(Action.REMOVE, "web"), (Action.KEEP, "web")]
+    assert result.steps[0].container.name == "web.prev"
+
+
+def test_an_interrupted_update_is_finished_or_rolled_back():
+    web = service()
+    prev = container("web.prev", hash_="older", status="exited")
+    result = plan({"web": web}, [prev], {"web:v1": IMG1}, Memory(), 0)
+    assert actions(result) == [(Action.RECREATE, "web")]
+    assert result.steps[0].container is prev
+    failed = Memory(failures={"web": Failure(hash_of(web), "boom", at=0)})
+    result = plan({"web": web}, [prev], {"web:v1": IMG1}, failed, 0)
+    assert actions(result) == [(Action.RESTORE, "web")]
+
+
+@pytest.mark.parametrize("present,pulled,due,expected", [
+    (False, False, False, ["web:v1"]),   # missing: always pulled
+    (True, False, False, ["web:v1"]),    # never pulled by this daemon: pulled once
+    (True, True, False, []),             # pulled already, not due
+    (True, True, True, ["web:v1"]),      # the periodic pull
+])
+def test_pulls(present, pulled, due, expected):
+    web, api = service("web"), service("api", repo="web")  # one image, two services
+    images = {"web:v1": IMG1 if present else None}
+    memory = Memory(pulled={"web:v1": 1.0} if pulled else {})
+    steps = plan_pulls({"web": web, "api": api}, images, memory, due)
+    assert [step.image_ref for step in steps] == expected
+    assert all(step.service == "api, web" for step in steps)
+
+
+def test_a_pinned_digest_is_pulled_only_when_missing():
+    pinned = parse_definition(
+        "name: web\nbash: docker run web\nrepo: web\ndigest: sha256:" + "a" * 64 + "\n", "web.yml")
+    ref = pinned.image_ref
+    assert ref == "web@sha256:" + "a" * 64
+    assert plan_pulls({"web": pinned}, {ref: IMG1}, Memory(), True) == ()
+    assert [s.image_ref for s in plan_pulls({"web": pinned}, {ref: None}, Memory(), True)] == [ref]
