@@ -109,25 +109,45 @@ def test_same_repository(a, b, same):
 
 # --- properties ------------------------------------------------------------------------
 
-_component = st.from_regex(r"[a-z0-9]{1,5}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,5}){0,2}", fullmatch=True)
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+_alnum = st.text(_ALNUM, min_size=1, max_size=4)
 _domain = st.one_of(
     st.just(""),
-    st.sampled_from(["docker.io/", "index.docker.io/", "localhost/", "gcr.io/", "[::1]/"]),
-    st.from_regex(r"[a-z0-9]{1,8}\.[a-z]{2,4}(?::[0-9]{1,5})?/", fullmatch=True),
-    st.from_regex(r"localhost:[0-9]{1,5}/", fullmatch=True),
+    st.sampled_from(
+        ["docker.io/", "index.docker.io/", "localhost/", "localhost:5000/", "gcr.io/", "[::1]:5000/"]
+    ),
+    st.builds("{}.{}:{}/".format, _alnum, _alnum, st.integers(1, 65535)),
 )
-_tag = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+_tag = st.builds(
+    "{}{}".format,
+    st.sampled_from(_ALNUM + "_ABCXYZ"),
+    st.text(_ALNUM + "_.-XYZ", max_size=12),
+)
+
+
+@st.composite
+def _component(draw, *, dots: bool = True) -> str:
+    """One path component: alphanumerics joined by separators."""
+    separators = ["_", "__", "-", "--"] + (["."] if dots else [])
+    parts = draw(st.lists(_alnum, min_size=1, max_size=3))
+    text = parts[0]
+    for part in parts[1:]:
+        text += draw(st.sampled_from(separators)) + part
+    return text
 
 
 @st.composite
 def references(draw) -> str:
     """Valid reference strings, in the shapes users write."""
-    path = "/".join(draw(st.lists(_component, min_size=1, max_size=3)))
-    text = draw(_domain) + path
+    domain = draw(_domain)
+    # Without a domain, a first component with a dot would be read as one.
+    first = draw(_component(dots=bool(domain)))
+    rest = draw(st.lists(_component(), max_size=2))
+    text = domain + "/".join([first, *rest])
     if draw(st.booleans()):
         text += ":" + draw(_tag)
     if draw(st.booleans()):
-        text += "@sha256:" + draw(st.from_regex(r"[a-f0-9]{64}", fullmatch=True))
+        text += "@sha256:" + draw(st.text("0123456789abcdef", min_size=64, max_size=64))
     return text
 
 

@@ -1,0 +1,2 @@
+"""Benchmarks against a real Docker engine; run one with ``python -m bench.NAME``
+from the repository root."""

@@ -1,0 +1,521 @@
+"""Single-node benchmark: puller against plain ``docker`` on this machine.
+
+    python -m bench.single_node [--rounds N] [--services N]
+
+1. edit -> new container serving: a tag edit picked up by ``puller -d`` (a
+   subprocess, as users run it) vs ``docker rm -f`` + ``docker run -d`` of the
+   same container by hand; plus where puller's time goes (an in-process
+   daemon whose docker calls are timed).
+2. an idle pass over N services: docker calls and wall time per pass, with and
+   without the periodic pull; CPU share of ``puller -d -interval=1``.
+3. deploying N services in one pass: default concurrency vs one worker.
+
+Prints a Markdown report and writes it to bench/results/single_node.md. Exits
+non-zero, printing no numbers, if anything does not converge. Every container,
+image, registry and daemon it starts is removed or stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from puller import constants
+from puller.daemon import Config, Daemon, PassReport
+from puller.definitions import parse_definition
+from puller.docker import Docker
+from puller.planner import Action
+from tests.testenv import Cleanup, Engine, Registry, build_image, docker, fetch, free_port, wait_until
+
+POLL = 0.005  # seconds between HTTP polls
+SERVE_TIMEOUT = 30.0
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "single_node.md")
+
+
+class BenchError(Exception):
+    """The benchmark could not measure what it meant to: no numbers are printed."""
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def median(values) -> float:
+    values = list(values)
+    if not values:
+        raise BenchError("no samples")
+    return statistics.median(values)
+
+
+def write_definition(directory: str, name: str, bash: str, repo: str, tag: str) -> None:
+    """Atomically (tmp + rename), as an editor or a deploy tool would."""
+    path = os.path.join(directory, f"{name}.yml")
+    with open(path + ".tmp", "w") as handle:
+        handle.write(f"name: {name}\nbash: '{bash}'\nrepo: {repo}\ntag: {tag}\n")
+    os.replace(path + ".tmp", path)
+
+
+def wait_serving(port: int, content: str, started: float, timeout: float = SERVE_TIMEOUT) -> float:
+    """Poll ``port`` every 5 ms until it serves ``content``; seconds since ``started``."""
+    deadline = started + timeout
+    while True:
+        if fetch(port) == content:
+            return time.perf_counter() - started
+        if time.perf_counter() > deadline:
+            raise BenchError(f"port {port} did not serve {content!r} within {timeout:.0f} s")
+        time.sleep(POLL)
+
+
+def web_line(port: int, label: str, repo: str) -> str:
+    return f"docker run -p 127.0.0.1:{port}:80 --init --label {label} {repo} httpd -f -p 80 -h /www"
+
+
+def other(tag: str) -> str:
+    return "v2" if tag == "v1" else "v1"
+
+
+def node_container_ids(node: str) -> set[str]:
+    out = docker("ps", "-aq", "--no-trunc", "--filter", f"label={constants.LABEL_NODE}={node}").stdout
+    return set(out.split())
+
+
+def remove_node_containers(node: str) -> None:
+    ids = node_container_ids(node)
+    if ids:
+        docker("rm", "-f", *sorted(ids))
+    if node_container_ids(node):
+        raise BenchError(f"containers of node {node} are still there after docker rm -f")
+
+
+def check_converged(report: PassReport, services: int, what: str) -> None:
+    """Every wanted service kept as it is, nothing else, nothing wrong."""
+    actions = [step.action for step in report.plan.steps]
+    if report.faults or any(not o.ok for o in (*report.pulls, *report.outcomes)):
+        raise BenchError(f"{what}: faults {report.faults}, outcomes "
+                         f"{[o.error for o in (*report.pulls, *report.outcomes) if not o.ok]}")
+    if len(actions) != services or any(action is not Action.KEEP for action in actions):
+        raise BenchError(f"{what}: not converged: {[str(step) for step in report.plan.steps]}")
+
+
+class DaemonProcess:
+    """``python -m puller -d ...`` in its own process, logging to a file."""
+
+    def __init__(self, node: str, directory: str, log_path: str, *extra: str):
+        self.log_path = log_path
+        with open(log_path, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}", *extra],
+                stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        with open(self.log_path) as handle:
+            return handle.read()
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"the daemon exited ({self.process.returncode}):\n{self.log()[-2000:]}")
+
+    def wait_started(self) -> None:
+        wait_until(lambda: "watching" in self.log() or self.process.poll() is not None,
+                   timeout=30, what="the daemon to start")
+        self.check_alive()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class TimedDocker(Docker):
+    """The real docker CLI, with every call's start and end recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeline: list[tuple[str, float, float]] = []
+
+    def _run(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super()._run(*args, **kwargs)
+        finally:
+            verb = " ".join(args[:2]) if args[0] in ("container", "image") else args[0]
+            self.timeline.append((verb, started, time.perf_counter()))
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(utime+stime, cutime+cstime) of ``pid`` in clock ticks."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14, so fields[11].
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+@dataclass
+class Context:
+    repo: str
+    cleanup: Cleanup
+    root: str
+    processes: list[DaemonProcess] = field(default_factory=list)
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def directory(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        os.makedirs(path)
+        return path
+
+    def daemon_process(self, node: str, directory: str, *extra: str) -> DaemonProcess:
+        process = DaemonProcess(node, directory, os.path.join(self.root, f"{node}.log"), *extra)
+        self.processes.append(process)
+        return process
+
+    def daemon(self, node: str, directory: str, docker_: Docker | None = None) -> Daemon:
+        daemon = Daemon(Config(node=node, directory=directory), docker=docker_)
+        self.daemons.append(daemon)
+        return daemon
+
+
+# --- 1. edit -> new container serving ------------------------------------------------
+
+
+def bench_edit(ctx: Context, rounds: int) -> dict:
+    repo, label = ctx.repo, ctx.cleanup.label
+
+    # puller, as users run it
+    directory = ctx.directory("edit")
+    node = ctx.cleanup.node("bench-edit")
+    port = free_port()
+    line = web_line(port, label, repo)
+    daemon = ctx.daemon_process(node, directory, "-interval=600")
+    daemon.wait_started()
+    tag = "v1"
+    write_definition(directory, "web", line, repo, tag)
+    wait_serving(port, tag, time.perf_counter())
+    for _ in range(2):  # warm-up: both tags pulled by this daemon
+        tag = other(tag)
+        write_definition(directory, "web", line, repo, tag)
+        wait_serving(port, tag, time.perf_counter())
+
+    # docker by hand: the argv puller runs for the same line, minus puller's labels
+    base_port = free_port()
+    base_name = f"bench-base-{ctx.cleanup.run_id}"
+    service = parse_definition(
+        f"name: {base_name}\nbash: '{web_line(base_port, label, repo)}'\nrepo: {repo}\n", "base.yml")
+
+    def base_argv(tag_: str) -> list[str]:
+        return service.run.command(f"{repo}:{tag_}", ["--name", base_name, "--detach"])
+
+    base_tag = tag
+    docker(*base_argv(base_tag))
+    wait_serving(base_port, base_tag, time.perf_counter())
+
+    puller_times, base_times, base_rm, base_run, base_serve = [], [], [], [], []
+    for _ in range(rounds):
+        tag = other(tag)
+        started = time.perf_counter()
+        write_definition(directory, "web", line, repo, tag)
+        puller_times.append(wait_serving(port, tag, started))
+        daemon.check_alive()
+
+        base_tag = other(base_tag)
+        started = time.perf_counter()
+        docker("rm", "-f", base_name)
+        removed = time.perf_counter()
+        docker(*base_argv(base_tag))
+        ran = time.perf_counter()
+        base_times.append(wait_serving(base_port, base_tag, started))
+        base_rm.append(removed - started)
+        base_run.append(ran - removed)
+        base_serve.append(base_times[-1] - (ran - started))
+    daemon.stop()
+    if "WARNING" in daemon.log() or "ERROR" in daemon.log():
+        raise BenchError(f"the daemon reported problems:\n{daemon.log()[-2000:]}")
+
+    # where puller's time goes: the same edit, one in-process pass, calls timed
+    directory = ctx.directory("edit-timed")
+    timed = TimedDocker()
+    inproc = ctx.daemon(ctx.cleanup.node("bench-timed"), directory, timed)
+    port = free_port()
+    line = web_line(port, label, repo)
+    tag = "v1"
+    for _ in range(3):  # create, then both tags pulled
+        write_definition(directory, "web", line, repo, tag)
+        inproc.tick()
+        wait_serving(port, tag, time.perf_counter())
+        tag = other(tag)
+    tag = other(tag)
+    phases: dict[str, list[float]] = {}
+    tick_calls, serve_after_run, python_time, totals = [], [], [], []
+    for _ in range(rounds):
+        tag = other(tag)
+        write_definition(directory, "web", line, repo, tag)
+        timed.timeline.clear()
+        reports: list[PassReport] = []
+        started = time.perf_counter()
+        thread = threading.Thread(target=lambda: reports.append(inproc.tick()))
+        thread.start()
+        totals.append(wait_serving(port, tag, started))
+        thread.join()
+        ended = time.perf_counter()
+        report = reports[0] if reports else None
+        if report is None or [s.action for s in report.plan.changes] != [Action.RECREATE] or \
+                not all(o.ok for o in report.outcomes):
+            raise BenchError(f"the timed pass did not recreate the service: {report}")
+        tick_calls.append(report.docker_calls)
+        seen: dict[str, int] = {}
+        for verb, start, end in timed.timeline:
+            seen[verb] = seen.get(verb, 0) + 1
+            key = verb if seen[verb] == 1 else f"{verb} #{seen[verb]}"
+            phases.setdefault(key, []).append(end - start)
+        run_end = next(end for verb, _s, end in timed.timeline if verb == "run")
+        serve_after_run.append(started + totals[-1] - run_end)
+        python_time.append((ended - started) - sum(end - start for _v, start, end in timed.timeline))
+
+    return {
+        "puller": median(puller_times),
+        "baseline": median(base_times),
+        "base_rm": median(base_rm),
+        "base_run": median(base_run),
+        "base_serve": median(base_serve),
+        "timed_total": median(totals),
+        "phases": {key: median(values) for key, values in phases.items()},
+        "serve_after_run": median(serve_after_run),
+        "python": median(python_time),
+        "tick_calls": median(tick_calls),
+    }
+
+
+# --- 2. idle passes, CPU share -------------------------------------------------------
+
+
+def bench_idle(ctx: Context, services: int, passes: int, cpu_seconds: float) -> tuple[dict, Daemon, str]:
+    repo, label = ctx.repo, ctx.cleanup.label
+    directory = ctx.directory("many")
+    node = ctx.cleanup.node("bench-many")
+    for i in range(services):
+        write_definition(directory, f"svc-{i:02d}",
+                         f"docker run --init --label {label} {repo} sleep 100000", repo, "v1")
+    daemon = ctx.daemon(node, directory)
+    for attempt in range(5):
+        report = daemon.tick()
+        if not report.plan.changes and not report.pulls:
+            break
+    else:
+        raise BenchError(f"{services} services did not converge in 5 passes: {report.faults}")
+    check_converged(report, services, "after the deploy")
+    ids = node_container_ids(node)
+    if len(ids) != services:
+        raise BenchError(f"{len(ids)} containers for {services} services")
+
+    result: dict = {}
+    for pull_due in (False, True):
+        calls, walls = [], []
+        for _ in range(passes):
+            started = time.perf_counter()
+            report = daemon.tick(pull_due=pull_due)
+            walls.append(time.perf_counter() - started)
+            check_converged(report, services, f"idle pass (pull_due={pull_due})")
+            if pull_due and len(report.pulls) != 1:
+                raise BenchError(f"a pull_due pass pulled {len(report.pulls)} images, not 1")
+            calls.append(report.docker_calls)
+        result[pull_due] = {"calls_min": min(calls), "calls_max": max(calls), "wall": median(walls)}
+
+    # CPU share of the daemon as users run it, over the same directory and node
+    process = ctx.daemon_process(node, directory, "-interval=1", "-pull-every=1000000")
+    process.wait_started()
+    time.sleep(3)  # its first pass (with the initial pull) is over
+    process.check_alive()
+    hz = os.sysconf("SC_CLK_TCK")
+    own0, children0 = cpu_ticks(process.pid)
+    wall0 = time.monotonic()
+    time.sleep(cpu_seconds)
+    own1, children1 = cpu_ticks(process.pid)
+    wall = time.monotonic() - wall0
+    process.check_alive()
+    process.stop()
+    if node_container_ids(node) != ids:
+        raise BenchError("the daemon changed containers during the idle CPU measurement")
+    if "WARNING" in process.log() or "ERROR" in process.log():
+        raise BenchError(f"the daemon reported problems:\n{process.log()[-2000:]}")
+    result["cpu_own"] = (own1 - own0) / hz / wall
+    result["cpu_all"] = (own1 - own0 + children1 - children0) / hz / wall
+    result["cpu_wall"] = wall
+    return result, daemon, node
+
+
+# --- 3. deploying N services in one pass ---------------------------------------------
+
+
+def bench_deploy(daemon: Daemon, node: str, services: int) -> dict:
+    result = {}
+    for workers in (daemon.executor.workers, 1):
+        remove_node_containers(node)
+        daemon.executor.workers = workers
+        started = time.perf_counter()
+        report = daemon.tick()
+        wall = time.perf_counter() - started
+        creates = [o for o in report.outcomes if o.step.action is Action.CREATE]
+        if report.pulls or len(creates) != services or not all(o.ok for o in report.outcomes):
+            raise BenchError(f"deploy with {workers} worker(s): {len(creates)} creates, "
+                             f"errors {[o.error for o in report.outcomes if not o.ok]}")
+        check_converged(daemon.tick(), services, f"after the deploy with {workers} worker(s)")
+        result[workers] = {"wall": wall, "calls": report.docker_calls}
+    return result
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def render(args, header: dict, edit: dict, idle: dict, deploy: dict) -> str:
+    n = args.services
+    overhead = (edit["puller"] - edit["baseline"]) / edit["baseline"]
+    default_workers, = (w for w in deploy if w != 1) or (1,)
+    lines = [
+        "# Single-node benchmark",
+        "",
+        f"Docker {header['docker']}, {header['nproc']} CPU(s), Python {header['python']}, "
+        f"{header['date']}; {args.rounds} rounds, {n} services, {args.passes} idle passes.",
+        "",
+        "| Measure | Result | Target |",
+        "|---|---|---|",
+        f"| edit → new container serving, puller -d (median) | {ms(edit['puller'])} | |",
+        f"| docker rm -f + docker run -d → serving (median) | {ms(edit['baseline'])} | |",
+        f"| puller overhead vs docker | {overhead * 100:+.0f} % | ≤ 20 % |",
+        f"| idle pass, {n} services: docker calls | {_calls(idle[False])} | ≤ 3 |",
+        f"| idle pass, {n} services: wall time (median) | {ms(idle[False]['wall'])} | |",
+        f"| pass with periodic pull, {n} services (1 image): docker calls | {_calls(idle[True])} | |",
+        f"| pass with periodic pull, {n} services: wall time (median) | {ms(idle[True]['wall'])} | |",
+        f"| CPU, puller -d -interval=1, {n} services idle: daemon alone | "
+        f"{idle['cpu_own'] * 100:.1f} % of a core | |",
+        f"| CPU, same, including its docker CLI children | {idle['cpu_all'] * 100:.1f} % of a core | |",
+        f"| deploy {n} services in one pass, {default_workers} workers (DEPLOY_WORKERS) | "
+        f"{deploy[default_workers]['wall']:.2f} s ({deploy[default_workers]['calls']} docker calls) | |",
+        f"| deploy {n} services in one pass, 1 worker | {deploy[1]['wall']:.2f} s | |",
+        f"| deploy speed-up, {default_workers} workers vs 1 | "
+        f"{deploy[1]['wall'] / deploy[default_workers]['wall']:.2f}× | |",
+        "",
+        f"Where an edit's time goes (medians; puller: one in-process pass, "
+        f"{edit['tick_calls']:.0f} docker calls, each call timed):",
+        "",
+        "| Step | puller | docker by hand |",
+        "|---|---|---|",
+        f"| file event + debounce ({ms(constants.WATCH_DEBOUNCE)}) + process "
+        f"(puller -d total − in-process total) | {ms(edit['puller'] - edit['timed_total'])} | |",
+    ]
+    phases = dict(edit["phases"])
+    hand = {"rm": edit["base_rm"], "run": edit["base_run"]}
+    for key, value in phases.items():
+        lines.append(f"| docker {key} | {ms(value)} | {ms(hand.pop(key)) if key in hand else ''} |")
+    for key, value in hand.items():
+        lines.append(f"| docker {key} {'-f' if key == 'rm' else ''} | | {ms(value)} |")
+    lines += [
+        f"| Python in the pass (scan, plan, sh; pass time − docker calls) | {ms(edit['python'])} | |",
+        f"| end of docker run → new content served | {ms(edit['serve_after_run'])} | "
+        f"{ms(edit['base_serve'])} |",
+        f"| total, edit → serving | {ms(edit['timed_total'])} (in-process) | "
+        f"{ms(edit['baseline'])} |",
+        "",
+        "The puller calls after `run` (inspect, rm of the old container) end after the "
+        "new content is served in some rounds; they are listed but are not all on the "
+        "critical path.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _calls(stats: dict) -> str:
+    if stats["calls_min"] == stats["calls_max"]:
+        return str(stats["calls_min"])
+    return f"{stats['calls_min']}–{stats['calls_max']}"
+
+
+def write_results(text: str) -> None:
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS + ".tmp", "w") as handle:
+        handle.write(text)
+    os.replace(RESULTS + ".tmp", RESULTS)
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.single_node", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="edit rounds (default 7)")
+    parser.add_argument("--services", type=int, default=30, help="services for 2 and 3 (default 30)")
+    parser.add_argument("--passes", type=int, default=10, help="idle passes measured (default 10)")
+    parser.add_argument("--cpu-seconds", type=float, default=20.0,
+                        help="length of the CPU measurement (default 20)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.services < 1 or args.passes < 1 or args.cpu_seconds <= 0:
+        parser.error("--rounds, --services, --passes and --cpu-seconds must be positive")
+
+    engine = Engine()
+    registry = Registry()
+    cleanup = Cleanup()
+    root = tempfile.mkdtemp(prefix="puller-bench-")
+    ctx: Context | None = None
+    try:
+        engine.ensure()
+        header = {
+            "docker": docker("version", "--format", "{{.Server.Version}}").stdout.strip(),
+            "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+            "python": sys.version.split()[0],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        registry.start()
+        repo = f"{registry.host}/web"
+        for tag in ("v1", "v2"):
+            cleanup.images.append(f"{repo}:{tag}")
+            build_image(f"{repo}:{tag}", tag)
+        ctx = Context(repo, cleanup, root)
+        print("1/3 edit → serving ...", file=sys.stderr, flush=True)
+        edit = bench_edit(ctx, args.rounds)
+        print(f"2/3 idle passes, {args.services} services ...", file=sys.stderr, flush=True)
+        idle, daemon, node = bench_idle(ctx, args.services, args.passes, args.cpu_seconds)
+        print(f"3/3 deploying {args.services} services ...", file=sys.stderr, flush=True)
+        deploy = bench_deploy(daemon, node, args.services)
+        text = render(args, header, edit, idle, deploy)
+    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
+        return 1
+    finally:
+        if ctx is not None:
+            for process in ctx.processes:
+                process.stop()
+            for daemon_ in ctx.daemons:
+                daemon_.close()
+        cleanup.close()
+        registry.close()
+        engine.close()
+        shutil.rmtree(root, ignore_errors=True)
+    print(text)
+    write_results(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The daemon as users run it: `puller -d -node=... -dir=...` in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ..testenv import fetch, free_port, inspect, wait_until
+
+
+@pytest.fixture
+def daemon_process(tmp_path, cleanup):
+    directory = tmp_path / "defs"
+    directory.mkdir()
+    node = cleanup.node("proc")
+    log_path = tmp_path / "puller.log"
+    processes = []
+
+    def start(*extra: str) -> subprocess.Popen:
+        log = open(log_path, "a")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}", *extra],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        processes.append(process)
+        return process
+
+    start.directory = directory
+    start.node = node
+    start.log = lambda: log_path.read_text()
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def write_web(directory, name, repo, tag, port, label):
+    bash = f"docker run -p 127.0.0.1:{port}:80 --init --label {label} {repo} httpd -f -p 80 -h /www"
+    path = os.path.join(directory, f"{name}.yml")
+    with open(path + ".tmp", "w") as handle:
+        handle.write(f"name: {name}\nbash: '{bash}'\nrepo: {repo}\ntag: {tag}\n")
+    os.replace(path + ".tmp", path)
+
+
+def test_file_events_wake_the_daemon_and_sigterm_leaves_containers_running(
+        daemon_process, images, cleanup):
+    # a long interval: only the file watcher can explain a quick deploy
+    process = daemon_process("-interval=600")
+    port = free_port()
+    wait_until(lambda: "watching" in daemon_process.log(), timeout=20, what="the daemon to start")
+    write_web(daemon_process.directory, "web-p", images.repo, "v1", port, cleanup.label)
+    wait_until(lambda: fetch(port) == "v1", timeout=15, what="v1 deployed after the file appeared")
+    started = time.monotonic()
+    write_web(daemon_process.directory, "web-p", images.repo, "v2", port, cleanup.label)
+    wait_until(lambda: fetch(port) == "v2", timeout=15, what="v2 deployed after the edit")
+    assert time.monotonic() - started < 10
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert "stopped; containers keep running" in daemon_process.log()
+    assert inspect("web-p")["State"]["Running"]
+    assert fetch(port) == "v2"
+
+
+def test_a_restarted_daemon_process_keeps_the_same_containers(daemon_process, images, cleanup):
+    port = free_port()
+    write_web(daemon_process.directory, "web-q", images.repo, "v1", port, cleanup.label)
+    first = daemon_process("-interval=600")
+    wait_until(lambda: fetch(port) == "v1", timeout=20, what="v1 deployed")
+    ident = inspect("web-q")["Id"]
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=15) == 0
+    second = daemon_process("-interval=600", "-verbose")
+    wait_until(lambda: "keep web-q: up to date" in daemon_process.log(), timeout=20,
+               what="the restarted daemon's first pass")
+    assert inspect("web-q")["Id"] == ident
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=15) == 0
