@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import constants
+from .container import Image
 from .definitions import DefinitionDir, Scan, is_definition_file
 from .docker import Docker
 from .errors import PullerError
 from .executor import Executor, Outcome, remember
 from .faults import FaultLog
+from .freshness import Freshness, Remote
+from .gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
 from .planner import Action, Memory, Plan, plan, plan_pulls
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,19 @@ class Config:
     port: int = constants.DEFAULT_PORT
     interval: float = constants.DEFAULT_INTERVAL
     pull_every: int = constants.DEFAULT_PULL_EVERY
+    state_dir: str = constants.DEFAULT_STATE_DIR
+    google_registries: tuple[str, ...] = DEFAULT_GOOGLE_REGISTRIES
+    apikey: str | None = None
+    api_addr: str | None = None  # default: 127.0.0.1, or every address with an API key
+
+
+@dataclass
+class PassRequest:
+    """A pass asked for from outside the loop (an HTTP trigger, a registry hook)."""
+
+    check: frozenset[str] = frozenset()  # image refs to ask the registry about now
+    digests: dict[str, str] = field(default_factory=dict)  # ref → digest already known
+    future: Future = field(default_factory=Future)
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,9 @@ class PassReport:
 
     scan: Scan
     plan: Plan
+    at: float = 0.0
+    remotes: dict[str, Remote] = field(default_factory=dict)
+    images: dict[str, Image | None] = field(default_factory=dict)
     pulls: tuple[Outcome, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
     docker_calls: int = 0
@@ -63,12 +85,19 @@ class _Wake(FileSystemEventHandler):
 class Daemon:
     """Owns its watcher thread; ``close()`` is idempotent; usable as a context manager."""
 
-    def __init__(self, config: Config, docker: Docker | None = None):
+    def __init__(self, config: Config, docker: Docker | None = None,
+                 freshness: Freshness | None = None):
         self.config = config
         self.docker = docker or Docker()
         self.definitions = DefinitionDir(config.directory)
-        self.executor = Executor(self.docker, config.node)
+        self.freshness = freshness or Freshness(google_registries=config.google_registries)
+        self.logins = GoogleLogins(self.docker, self.freshness.google,
+                                   os.path.join(config.state_dir, "docker"),
+                                   config.google_registries)
+        self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for)
         self.memory = Memory()
+        self.last_report: PassReport | None = None
+        self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
         self.faults = FaultLog(log)
         self.passes = 0
         self._wake = threading.Event()
@@ -77,8 +106,14 @@ class Daemon:
 
     # One pass ------------------------------------------------------------------
 
-    def tick(self, now: float | None = None, pull_due: bool = False) -> PassReport:
-        """Run one reconcile pass; ``pull_due`` makes it re-pull every image."""
+    def tick(self, now: float | None = None, pull_due: bool = False,
+             check: Iterable[str] = (), digests: Mapping[str, str] | None = None) -> PassReport:
+        """Run one reconcile pass.
+
+        ``pull_due`` asks the registry about every image; otherwise only images
+        never asked about are, plus those in ``check``. ``digests`` are tags'
+        digests learnt from a push notification.
+        """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
         self.passes += 1
@@ -86,14 +121,24 @@ class Daemon:
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
         refs = {service.image_ref for service in services.values()}
+        tags = {ref for ref in refs if "@" not in ref}
+        for ref, digest in (digests or {}).items():
+            if ref in tags:
+                self.freshness.note(ref, digest, now)
+        known = self.freshness.remotes()
+        due = tags if pull_due else {ref for ref in tags if ref not in known}
+        forced = set(check) & tags
+        remotes = self.freshness.check(due, now, force=forced)
+        remotes.update({ref: known[ref] for ref in (digests or {}) if ref in tags and ref in known})
+        self.freshness.forget(tags)
         images = self.docker.images(refs)
-        pull_steps = plan_pulls(services, images, self.memory, pull_due)
-        pulls = self.executor.pull(pull_steps)
+        pulls = self.executor.pull(plan_pulls(services, images, remotes))
         if pulls:
             images = self.docker.images(refs)
         containers = self.docker.containers(self.config.node)
         the_plan = plan(services, containers, images, self.memory, now,
-                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete)
+                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
+                        remotes=self.freshness.remotes())
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -101,11 +146,19 @@ class Daemon:
         self.memory = remember(self.memory, the_plan, pulls, outcomes, now)
         faults = self._faults(scan, the_plan)
         self.faults.update(faults)
-        return PassReport(scan, the_plan, tuple(pulls), tuple(outcomes),
-                          self.docker.calls - calls_before, faults)
+        report = PassReport(scan, the_plan, now, self.freshness.remotes(), images, tuple(pulls),
+                            tuple(outcomes), self.docker.calls - calls_before, faults)
+        self.last_report = report
+        return report
 
     def _faults(self, scan: Scan, the_plan: Plan) -> dict[str, str]:
         faults = {error.path: f"bad definition, ignored: {error}" for error in scan.errors}
+        for ref, remote in self.freshness.remotes().items():
+            if remote.error and not remote.fallback:
+                faults[f"registry {ref}"] = f"{ref}: {remote.error}; the running containers stay"
+            elif remote.fallback:
+                faults[f"registry {ref}"] = (f"{ref}: cannot check without pulling "
+                                             f"({remote.error}); falling back to docker pull")
         for step in the_plan.steps:
             if step.action is Action.WAIT:
                 faults[f"service {step.service}"] = f"{step.service}: {step.reason}"
@@ -127,6 +180,22 @@ class Daemon:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def request_pass(self, check: Iterable[str] = (),
+                     digests: Mapping[str, str] | None = None) -> Future:
+        """Ask the loop for a pass now; the future gets its PassReport."""
+        request = PassRequest(frozenset(check), dict(digests or {}))
+        self._requests.put(request)
+        self.wake()
+        return request.future
+
+    def _take_requests(self) -> list[PassRequest]:
+        taken = []
+        while True:
+            try:
+                taken.append(self._requests.get_nowait())
+            except queue.Empty:
+                return taken
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,12 +226,19 @@ class Daemon:
             pull_due = started - last_pull_pass >= pull_period - 0.5
             if pull_due:
                 last_pull_pass = started
+            requests = self._take_requests()
+            check = set().union(*(r.check for r in requests)) if requests else set()
+            digests = {ref: digest for r in requests for ref, digest in r.digests.items()}
             try:
-                self.tick(started, pull_due=pull_due)
+                report = self.tick(started, pull_due=pull_due, check=check, digests=digests)
             except PullerError as exc:
                 log.error("pass failed: %s", exc)
-            except Exception:  # the loop must go on whatever one pass hit
+                self._answer(requests, error=exc)
+            except Exception as exc:  # the loop must go on whatever one pass hit
                 log.exception("pass failed unexpectedly")
+                self._answer(requests, error=exc)
+            else:
+                self._answer(requests, report=report)
             deadline = self._next_deadline(started)
             woken = self._wake.wait(timeout=max(0.0, deadline - time.time()))
             if self._stop.is_set():
@@ -173,8 +249,18 @@ class Daemon:
                 self._wake.clear()
         log.info("puller stopped; containers keep running")
 
+    @staticmethod
+    def _answer(requests: list[PassRequest], report: PassReport | None = None,
+                error: BaseException | None = None) -> None:
+        for request in requests:
+            if error is not None:
+                request.future.set_exception(error)
+            else:
+                request.future.set_result(report)
+
     def close(self) -> None:
         self.stop()
+        self._answer(self._take_requests(), error=PullerError("the daemon is stopping"))
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()

@@ -98,8 +98,18 @@ class Docker:
 
     # Changes ---------------------------------------------------------------
 
-    def pull(self, ref: str) -> None:
-        self._run("pull", "--quiet", ref, timeout=constants.PULL_TIMEOUT)
+    def pull(self, ref: str, config_dir: str | None = None) -> None:
+        """``docker pull``; ``config_dir`` picks another docker config (credentials)."""
+        config = ["--config", config_dir] if config_dir else []
+        self._run(*config, "pull", "--quiet", ref, timeout=constants.PULL_TIMEOUT)
+
+    def tag(self, source: str, target: str) -> None:
+        self._run("tag", source, target)
+
+    def login(self, registry: str, username: str, password: str, config_dir: str) -> None:
+        """``docker login`` into ``config_dir`` (never the user's own config)."""
+        self._run("--config", config_dir, "login", "--username", username,
+                  "--password-stdin", f"https://{registry}", stdin=password)
 
     def run(self, args: Sequence[str]) -> str:
         """``docker <args>`` (a ``run ... --detach`` command); returns the new container id."""

@@ -16,13 +16,15 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from . import constants
 from .container import Container
 from .docker import NAME_IN_USE, Docker
-from .errors import DockerError
-from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target, next_backoff
+from .errors import DockerError, PullerError
+from .backoff import next_backoff
+from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
+from .reference import Reference
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,14 @@ def run_command(target: Target, node: str) -> list[str]:
 class Executor:
     """Runs pull and container steps; steps of distinct services run concurrently."""
 
-    def __init__(self, docker: Docker, node: str, workers: int = constants.DEPLOY_WORKERS):
+    def __init__(self, docker: Docker, node: str, workers: int = constants.DEPLOY_WORKERS,
+                 pull_config: Callable[[str, bool], str | None] | None = None):
         self.docker = docker
         self.node = node
         self.workers = workers
+        # ref, refresh → the docker config dir to pull it with (None: the host's);
+        # logs in to Google registries on the way.
+        self.pull_config = pull_config or (lambda ref, refresh: None)
 
     # Pulls -------------------------------------------------------------------
 
@@ -76,13 +82,33 @@ class Executor:
             return list(pool.map(self._pull_one, steps))
 
     def _pull_one(self, step: Step) -> Outcome:
-        assert step.image_ref is not None
+        ref = step.image_ref
+        assert ref is not None
         try:
-            self.docker.pull(step.image_ref)
+            try:
+                self._pull(ref, step.digest, refresh=False)
+            except DockerError as exc:
+                if not _unauthorized(exc.stderr):
+                    raise
+                # stale credentials: refresh once (a new Google token), retry once
+                self._pull(ref, step.digest, refresh=True)
         except DockerError as exc:
             return Outcome(step, error=exc.stderr or str(exc))
-        log.debug("pulled %s (%s)", step.image_ref, step.reason)
+        except PullerError as exc:
+            return Outcome(step, error=str(exc))
+        log.info("pulled %s%s: %s", ref, f" at {step.digest[:19]}" if step.digest else "",
+                 step.reason)
         return Outcome(step)
+
+    def _pull(self, ref: str, digest: str | None, refresh: bool) -> None:
+        config = self.pull_config(ref, refresh)
+        if digest:
+            # exactly what was checked, then the tag is moved to it locally
+            exact = Reference.parse(ref).with_digest(digest)
+            self.docker.pull(exact, config_dir=config)
+            self.docker.tag(exact, ref)
+        else:
+            self.docker.pull(ref, config_dir=config)
 
     # Containers --------------------------------------------------------------
 
@@ -212,6 +238,11 @@ class Executor:
         return True
 
 
+def _unauthorized(stderr: str) -> bool:
+    text = stderr.lower()
+    return any(word in text for word in ("unauthorized", "authentication required", "denied"))
+
+
 def _explain(exc: DockerError, name: str) -> str:
     if NAME_IN_USE in exc.stderr:
         return (f"the container name {name!r} is taken by a container puller does not manage "
@@ -222,13 +253,11 @@ def _explain(exc: DockerError, name: str) -> str:
 def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
              outcomes: Sequence[Outcome], now: float) -> Memory:
     """Fold one pass's plan and outcomes into the memory the planner reads next time."""
-    pulled = dict(memory.pulled)
     pull_errors = dict(memory.pull_errors)
     for outcome in pulls:
         ref = outcome.step.image_ref
         assert ref is not None
         if outcome.ok:
-            pulled[ref] = now
             pull_errors.pop(ref, None)
         else:
             pull_errors[ref] = outcome.error or "failed"
@@ -261,4 +290,4 @@ def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
             restarts[step.container.id] = Backoff(attempts, next_backoff(
                 attempts, now, constants.START_BACKOFF_MIN, constants.START_BACKOFF_MAX))
     return dataclasses.replace(memory, failures=failures, restarts=restarts,
-                               pulled=pulled, pull_errors=pull_errors)
+                               pull_errors=pull_errors)

@@ -12,10 +12,15 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from .container import Container, Image
 from .definitions import Service
+from .errors import ImageReferenceError
+from .reference import Reference
+
+if TYPE_CHECKING:
+    from .freshness import Remote
 
 
 @enum.unique
@@ -50,7 +55,8 @@ class Step:
     reason: str
     container: Container | None = None  # the existing container acted upon
     target: Target | None = None  # for CREATE / RECREATE
-    image_ref: str | None = None  # for PULL
+    image_ref: str | None = None  # for PULL: the ref to pull (and tag)
+    digest: str | None = None  # for PULL: pull exactly this digest, then tag it as image_ref
 
     def __str__(self) -> str:
         return f"{self.action.value} {self.service}: {self.reason}"
@@ -102,7 +108,6 @@ class Memory:
 
     failures: Mapping[str, Failure] = field(default_factory=dict)  # by service
     restarts: Mapping[str, Backoff] = field(default_factory=dict)  # by container id
-    pulled: Mapping[str, float] = field(default_factory=dict)  # image ref → last pull
     pull_errors: Mapping[str, str] = field(default_factory=dict)  # image ref → error
 
 
@@ -112,32 +117,66 @@ def config_hash(run_canonical: Sequence[str], image_id: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def local_digests(ref: str, image: Image | None) -> set[str]:
+    """The digests a local image is known by in ``ref``'s repository."""
+    if image is None:
+        return set()
+    try:
+        name = Reference.parse(ref).name
+    except ImageReferenceError:
+        return set()
+    found = set()
+    for entry in image.repo_digests:
+        try:
+            parsed = Reference.parse(entry)
+        except ImageReferenceError:
+            continue
+        if parsed.name == name and parsed.digest:
+            found.add(parsed.digest)
+    return found
+
+
 def plan_pulls(
     services: Mapping[str, Service],
     images: Mapping[str, Image | None],
-    memory: Memory,
-    pull_due: bool,
+    remotes: Mapping[str, "Remote"],
 ) -> tuple[Step, ...]:
     """One PULL step per distinct image ref that needs it (a ref shared by
-    several services is pulled once)."""
+    several services is pulled once).
+
+    ``remotes`` holds what the registry said this pass of the refs that were
+    checked. A tag is pulled, by digest, only when the registry's digest is not
+    one the local image is known by; pulled by tag when it is missing locally
+    and the registry was not asked, or when a HEAD cannot tell.
+    """
     steps: list[Step] = []
     by_ref: dict[str, list[str]] = {}
     for service in services.values():
         by_ref.setdefault(service.image_ref, []).append(service.name)
     for ref, names in sorted(by_ref.items()):
         users = ", ".join(sorted(names))
-        pinned = "@" in ref
-        if images.get(ref) is None:
-            reason = f"{ref} is not present locally"
-        elif pinned:
-            continue  # a digest never changes: present is up to date
-        elif ref not in memory.pulled:
-            reason = f"{ref} not pulled since the daemon started"
-        elif pull_due:
-            reason = f"{ref} is due for its periodic pull"
-        else:
+        image = images.get(ref)
+        remote = remotes.get(ref)
+        if "@" in ref:  # pinned: a digest never changes, present is up to date
+            if image is None:
+                steps.append(Step(Action.PULL, users, f"{ref} is not present locally", image_ref=ref))
             continue
-        steps.append(Step(Action.PULL, users, reason, image_ref=ref))
+        if remote is not None and remote.fallback:
+            steps.append(Step(Action.PULL, users,
+                              f"{ref}: the registry cannot tell its digest without a pull "
+                              f"({remote.error})", image_ref=ref))
+        elif remote is not None and remote.error:
+            continue  # the registry failed: nothing to pull from; the daemon reports it
+        elif remote is not None and remote.digest:
+            have = local_digests(ref, image)
+            if remote.digest not in have:
+                was = f"this node has {sorted(have)[0][:19]}" if have else (
+                    "not present locally" if image is None else "the local image has no digest")
+                steps.append(Step(Action.PULL, users,
+                                  f"{ref} is {remote.digest[:19]} in the registry; {was}",
+                                  image_ref=ref, digest=remote.digest))
+        elif image is None:
+            steps.append(Step(Action.PULL, users, f"{ref} is not present locally", image_ref=ref))
     return tuple(steps)
 
 
@@ -150,6 +189,7 @@ def plan(
     defined: Iterable[str] = (),
     broken: Iterable[str] = (),
     complete: bool = True,
+    remotes: Mapping[str, "Remote"] | None = None,
 ) -> Plan:
     """Steps that bring this node's containers to ``services``.
 
@@ -184,7 +224,8 @@ def plan(
 
     for name in sorted(services):
         steps.extend(_plan_service(
-            services[name], current.get(name), previous.get(name), images, memory, now
+            services[name], current.get(name), previous.get(name), images, memory, now,
+            remotes or {},
         ))
 
     for name in sorted(set(current) | set(previous)):
@@ -217,12 +258,14 @@ def _plan_service(
     images: Mapping[str, Image | None],
     memory: Memory,
     now: float,
+    remotes: Mapping[str, "Remote"],
 ) -> list[Step]:
     name = service.name
     ref = service.image_ref
     image = images.get(ref)
     if image is None:
-        error = memory.pull_errors.get(ref)
+        remote = remotes.get(ref)
+        error = memory.pull_errors.get(ref) or (remote.error if remote else None)
         why = f"pull failed: {error}" if error else "not pulled yet"
         if current is not None:
             return [Step(Action.WAIT, name,
@@ -283,9 +326,4 @@ def _drift_reason(current: Container, image: Image, ref: str) -> str:
     if current.created_from and current.created_from != image.id:
         return f"image changed: {ref} is now {image.id[7:19]} (was {current.created_from[7:19]})"
     return "definition changed"
-
-
-def next_backoff(attempts: int, now: float, low: float, high: float) -> float:
-    """Exponential backoff: low, 2·low, 4·low … capped at high."""
-    return now + min(high, low * (2 ** max(0, attempts - 1)))
 

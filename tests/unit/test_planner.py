@@ -7,7 +7,8 @@ import pytest
 from puller import constants
 from puller.container import Container, Image
 from puller.definitions import parse_definition
-from puller.planner import (Action, Backoff, Failure, Memory, config_hash, plan,
+from puller.freshness import Remote
+from puller.planner import (Action, Backoff, Failure, Memory, config_hash, local_digests, plan,
                             plan_pulls)
 
 NODE = "box-1"
@@ -161,19 +162,35 @@ def test_an_interrupted_update_is_finished_or_rolled_back():
     assert actions(result) == [(Action.RESTORE, "web")]
 
 
-@pytest.mark.parametrize("present,pulled,due,expected", [
-    (False, False, False, ["web:v1"]),   # missing: always pulled
-    (True, False, False, ["web:v1"]),    # never pulled by this daemon: pulled once
-    (True, True, False, []),             # pulled already, not due
-    (True, True, True, ["web:v1"]),      # the periodic pull
+D_OLD, D_NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+IMG_OLD = Image(IMG1.id, ("web:v1",), (f"web@{D_OLD}",))
+
+
+@pytest.mark.parametrize("image,remote,expected", [
+    (None, None, [("web:v1", None)]),                          # missing, registry not asked
+    (IMG_OLD, None, []),                                       # present, registry not asked
+    (IMG_OLD, Remote(digest=D_OLD), []),                       # up to date: no pull at all
+    (IMG_OLD, Remote(digest=D_NEW), [("web:v1", D_NEW)]),      # moved: pull that very digest
+    (None, Remote(digest=D_NEW), [("web:v1", D_NEW)]),
+    (IMG1, Remote(digest=D_NEW), [("web:v1", D_NEW)]),         # local image without digests
+    (IMG_OLD, Remote(digest=D_OLD, error="down"), []),         # registry down: nothing to pull
+    (None, Remote(error="down"), []),
+    (IMG_OLD, Remote(error="405", fallback=True), [("web:v1", None)]),  # HEAD useless: pull
 ])
-def test_pulls(present, pulled, due, expected):
+def test_pulls(image, remote, expected):
     web, api = service("web"), service("api", repo="web")  # one image, two services
-    images = {"web:v1": IMG1 if present else None}
-    memory = Memory(pulled={"web:v1": 1.0} if pulled else {})
-    steps = plan_pulls({"web": web, "api": api}, images, memory, due)
-    assert [step.image_ref for step in steps] == expected
+    remotes = {"web:v1": remote} if remote else {}
+    steps = plan_pulls({"web": web, "api": api}, {"web:v1": image}, remotes)
+    assert [(step.image_ref, step.digest) for step in steps] == expected
     assert all(step.service == "api, web" for step in steps)
+
+
+def test_local_digests_only_count_the_same_repository():
+    image = Image("sha256:" + "1" * 64, (), (f"web@{D_OLD}", f"other@{D_NEW}",
+                                             f"docker.io/library/web@{D_NEW}"))
+    assert local_digests("web:v1", image) == {D_OLD, D_NEW}
+    assert local_digests("other:v1", image) == {D_NEW}
+    assert local_digests("127.0.0.1:5000/web:v1", image) == set()
 
 
 def test_a_pinned_digest_is_pulled_only_when_missing():
@@ -181,5 +198,5 @@ def test_a_pinned_digest_is_pulled_only_when_missing():
         "name: web\nbash: docker run web\nrepo: web\ndigest: sha256:" + "a" * 64 + "\n", "web.yml")
     ref = pinned.image_ref
     assert ref == "web@sha256:" + "a" * 64
-    assert plan_pulls({"web": pinned}, {ref: IMG1}, Memory(), True) == ()
-    assert [s.image_ref for s in plan_pulls({"web": pinned}, {ref: None}, Memory(), True)] == [ref]
+    assert plan_pulls({"web": pinned}, {ref: IMG1}, {ref: Remote(digest=D_NEW)}) == ()
+    assert [s.image_ref for s in plan_pulls({"web": pinned}, {ref: None}, {})] == [ref]

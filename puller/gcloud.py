@@ -1,0 +1,97 @@
+"""Google registries ("gcloud support") without the gcloud binary.
+
+For ``gcr.io``, ``*.gcr.io``, ``*-docker.pkg.dev`` (and any extra hosts
+configured), an access token comes from google-auth's Application Default
+Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` or the metadata server). It
+serves as the password of user ``oauth2accesstoken`` both for manifest HEADs
+and for ``docker login`` into puller's own docker config directory, so the
+user's ``~/.docker`` is never touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+from typing import Sequence
+
+from .credentials import Credentials
+from .errors import PullerError
+from .reference import Reference
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GOOGLE_REGISTRIES = ("gcr.io", "*.gcr.io", "*-docker.pkg.dev")
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+USERNAME = "oauth2accesstoken"
+
+
+class GoogleAuthError(PullerError):
+    def __init__(self, registry: str, reason: str):
+        self.registry = registry
+        super().__init__(
+            f"registry {registry} needs Google credentials, and none could be had ({reason}): "
+            "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run on a "
+            "Google Cloud machine whose service account may read the registry")
+
+
+def is_google_registry(domain: str, patterns: Sequence[str] = DEFAULT_GOOGLE_REGISTRIES) -> bool:
+    return any(fnmatch.fnmatchcase(domain, pattern) for pattern in patterns)
+
+
+class GoogleTokens:
+    """Access tokens from Application Default Credentials, refreshed when no longer valid."""
+
+    def __init__(self) -> None:
+        self._credentials = None
+        self._lock = threading.Lock()
+
+    def token(self, registry: str, force_refresh: bool = False) -> str:
+        import google.auth
+        import google.auth.exceptions
+        import google.auth.transport.requests
+
+        with self._lock:
+            try:
+                if self._credentials is None:
+                    self._credentials, _project = google.auth.default(scopes=list(SCOPES))
+                if force_refresh or not self._credentials.valid:
+                    self._credentials.refresh(google.auth.transport.requests.Request())
+            except google.auth.exceptions.GoogleAuthError as exc:
+                self._credentials = None if not force_refresh else self._credentials
+                raise GoogleAuthError(registry, str(exc).splitlines()[0] if str(exc) else
+                                      type(exc).__name__) from None
+            return self._credentials.token
+
+    def credentials(self, registry: str, force_refresh: bool = False) -> Credentials:
+        return Credentials(USERNAME, self.token(registry, force_refresh))
+
+
+class GoogleLogins:
+    """``docker login`` to Google registries into puller's own docker config,
+    again whenever the token changes."""
+
+    def __init__(self, docker, tokens: GoogleTokens, config_dir: str,
+                 patterns: Sequence[str] = DEFAULT_GOOGLE_REGISTRIES):
+        self.docker = docker
+        self.tokens = tokens
+        self.config_dir = config_dir
+        self.patterns = tuple(patterns)
+        self._logged_in: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def config_for(self, ref: str, refresh: bool = False) -> str | None:
+        """The docker config dir to pull ``ref`` with: puller's own (logged in)
+        for a Google registry, None (the host's) for any other."""
+        domain = Reference.parse(ref).domain
+        if not is_google_registry(domain, self.patterns):
+            return None
+        token = self.tokens.token(domain, force_refresh=refresh)
+        with self._lock:
+            if self._logged_in.get(domain) != token:
+                os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
+                self.docker.login(domain, USERNAME, token, self.config_dir)
+                self._logged_in[domain] = token
+                log.info("logged in to %s with a Google access token", domain)
+        return self.config_dir

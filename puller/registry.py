@@ -1,0 +1,243 @@
+"""Read a tag's current digest from a registry with one manifest HEAD.
+
+A HEAD on ``/v2/<name>/manifests/<tag>`` is cheap and, on Docker Hub, not
+counted against the pull limits. The Accept header names all four manifest
+types: without the docker v2 type, Distribution answers with the old schema-1
+manifest and a different digest. Anonymous registries, Basic auth and the
+Bearer token challenge are supported, with the credentials docker would use.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.message
+import email.utils
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
+
+from .credentials import Credentials
+from .errors import PullerError
+from .reference import Reference
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+DOCKER_HUB_API = "registry-1.docker.io"
+_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+
+
+class RegistryError(PullerError):
+    """A registry that could not answer the digest of a tag."""
+
+    def __init__(self, registry: str, reason: str, status: int | None = None,
+                 retry_after: float | None = None):
+        self.registry = registry
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"registry {registry}: {reason}")
+
+
+class AuthenticationError(RegistryError):
+    """401/403: no, wrong or stale credentials."""
+
+
+class Unsupported(RegistryError):
+    """The registry answered, but not in a way a HEAD can use: fall back to a pull."""
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="...",scope="..."`` → ("bearer", {...}) (pure)."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+              for m in _CHALLENGE_PARAM.finditer(rest)}
+    return scheme.lower(), params
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date) (pure)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def api_host(domain: str) -> str:
+    return DOCKER_HUB_API if domain == "docker.io" else domain
+
+
+def scheme_for(domain: str) -> str:
+    """Docker talks plain HTTP to loopback registries; TLS to every other."""
+    host = domain.rsplit(":", 1)[0] if not domain.startswith("[") else domain[1:].split("]")[0]
+    if host == "localhost":
+        return "http"
+    try:
+        return "http" if ipaddress.ip_address(host).is_loopback else "https"
+    except ValueError:
+        return "https"
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float
+
+
+class RegistryClient:
+    """Manifest HEADs; ``requests`` counts the HTTP requests made (for tests and benchmarks)."""
+
+    def __init__(self, credentials_for: Callable[[str], Credentials | None],
+                 timeout: float = 10.0):
+        self.credentials_for = credentials_for
+        self.timeout = timeout
+        self.requests = 0
+        self._tokens: dict[tuple[str, str], _Token] = {}
+        self._lock = threading.Lock()
+
+    def head_digest(self, reference: Reference) -> str:
+        """The digest the registry serves for ``reference``'s tag right now."""
+        domain = reference.domain
+        tag = reference.tag or "latest"
+        url = f"{scheme_for(domain)}://{api_host(domain)}/v2/{reference.path}/manifests/{tag}"
+        scope = f"repository:{reference.path}:pull"
+        headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+        token = self._cached_token(domain, scope)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = self._request("HEAD", url, headers, domain)
+        if response.status == 401:
+            headers["Authorization"] = self._authorize(domain, scope, response)
+            response = self._request("HEAD", url, headers, domain)
+        if response.status == 200:
+            digest = response.headers.get("Docker-Content-Digest")
+            if digest:
+                return digest
+            # No header (some registries): the digest of the manifest body.
+            body = self._request("GET", url, headers, domain)
+            if body.status == 200:
+                return "sha256:" + hashlib.sha256(body.body).hexdigest()
+            raise Unsupported(domain, "no Docker-Content-Digest header", body.status)
+        raise self._error(domain, reference, response)
+
+    def _error(self, domain: str, reference: Reference, response: "_Response") -> RegistryError:
+        status = response.status
+        if status in (401, 403):
+            return AuthenticationError(
+                domain, f"not authorized to read {reference.path} ({status}); "
+                f"check `docker login {domain}` on this node", status)
+        if status == 404:
+            return RegistryError(domain, f"{reference.path}:{reference.tag or 'latest'} "
+                                 "was not found (tag or repository missing)", status)
+        if status == 429:
+            return RegistryError(domain, "rate limited (429)", status,
+                                 parse_retry_after(response.headers.get("Retry-After"), time.time()))
+        if status in (405, 400, 406):
+            return Unsupported(domain, f"HEAD of a manifest answered {status}", status)
+        return RegistryError(domain, f"answered {status} for {reference.path}", status,
+                             parse_retry_after(response.headers.get("Retry-After"), time.time()))
+
+    # Auth -----------------------------------------------------------------------
+
+    def _cached_token(self, domain: str, scope: str) -> str | None:
+        with self._lock:
+            token = self._tokens.get((domain, scope))
+        if token and token.expires > time.time() + 10:
+            return token.value
+        return None
+
+    def _authorize(self, domain: str, scope: str, response: "_Response") -> str:
+        header = response.headers.get("WWW-Authenticate", "")
+        scheme, params = parse_challenge(header)
+        credentials = self.credentials_for(domain)
+        if scheme == "basic":
+            if credentials is None:
+                raise AuthenticationError(domain, "needs a login and this node has none: "
+                                          f"run `docker login {domain}`", 401)
+            return _basic(credentials)
+        if scheme != "bearer" or "realm" not in params:
+            raise Unsupported(domain, f"unknown auth challenge {header!r}", 401)
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        url = params["realm"] + "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
+        headers = {"Authorization": _basic(credentials)} if credentials else {}
+        token_response = self._request("GET", url, headers, domain)
+        if token_response.status != 200:
+            raise AuthenticationError(domain, f"the token server answered {token_response.status}",
+                                      token_response.status)
+        try:
+            data = json.loads(token_response.body)
+            value = data.get("token") or data["access_token"]
+        except (ValueError, KeyError, AttributeError):
+            raise Unsupported(domain, "the token server's answer has no token", 200) from None
+        expires = time.time() + float(data.get("expires_in") or 60)
+        with self._lock:
+            self._tokens[(domain, scope)] = _Token(value, expires)
+        return f"Bearer {value}"
+
+    def forget_tokens(self, domain: str) -> None:
+        with self._lock:
+            for key in [key for key in self._tokens if key[0] == domain]:
+                del self._tokens[key]
+
+    # HTTP -----------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, headers: dict[str, str], domain: str) -> "_Response":
+        with self._lock:
+            self.requests += 1
+        request = urllib.request.Request(url, method=method, headers=headers)
+        try:
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                body = response.read() if method == "GET" else b""
+                return _Response(response.status, response.headers, body)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return _Response(exc.code, exc.headers, b"")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(domain, f"cannot be reached: {reason}") from None
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: "email.message.Message"
+    body: bytes
+
+
+def _basic(credentials: Credentials) -> str:
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+class _NoRedirectToOtherHosts(urllib.request.HTTPRedirectHandler):
+    """Follow redirects but never send the Authorization header to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(
+                req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoRedirectToOtherHosts())
