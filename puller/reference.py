@@ -65,7 +65,8 @@ class Reference:
         name = f"{match['domain']}/{match['path']}"
         if len(name) > NAME_TOTAL_LENGTH_MAX:
             raise ImageReferenceError(
-                text, f"the repository name must not be longer than {NAME_TOTAL_LENGTH_MAX} characters"
+                text,
+                f"the repository name must not be longer than {NAME_TOTAL_LENGTH_MAX} characters",
             )
         digest = match["digest"]
         if digest is not None:
@@ -153,7 +154,9 @@ def _check_digest(text: str, digest: str) -> None:
     algorithm, _, hex_part = digest.partition(":")
     length = _DIGEST_HEX_LENGTH.get(algorithm)
     if length is None:
-        raise ImageReferenceError(text, f"unsupported digest algorithm {algorithm!r}; {_DIGEST_RULE}")
+        raise ImageReferenceError(
+            text, f"unsupported digest algorithm {algorithm!r}; {_DIGEST_RULE}"
+        )
     if len(hex_part) != length or not re.fullmatch(r"[a-f0-9]+", hex_part):
         raise ImageReferenceError(
             text, f"a {algorithm} digest is {length} lowercase hexadecimal digits"

@@ -106,94 +106,130 @@ def _check_shell_syntax(line: str) -> str:
     the escapes that only a shell resolves inside double quotes (``\\$``,
     ``\\```, backslash-newline) resolved.
     """
-    out: list[str] = []
-    quote: str | None = None
-    quote_at = 0
-    word_start = True
-    word = ""  # the unquoted text of the current word, to recognise NAME=~
-    i = 0
-    while i < len(line):
-        c = line[i]
-        nxt = line[i + 1] if i + 1 < len(line) else ""
-        if quote == "'":
-            if c == "'":
-                quote = None
-            out.append(c)
-            i += 1
-            continue
-        if quote == '"':
-            if c == '"':
-                quote = None
-                out.append(c)
-            elif c == "\\" and nxt in ("$", "`"):
-                out.append(nxt)
-                i += 1
-            elif c == "\\" and nxt == "\n":
-                i += 1
-            elif c == "\\" and nxt in ('"', "\\"):
-                out.append(c + nxt)
-                i += 1
-            elif c == "`" or (c == "$" and _is_expansion(line, i, quoted=True)):
-                _refuse_expansion(line, i)
+    if "\0" in line:
+        raise RunLineError(
+            f"the line contains a NUL character (`\\0`, {_where(line, line.index(chr(0)))}), "
+            "which no command line can carry: remove it",
+            "\\0",
+        )
+    return _ShellScan(line).run()
+
+
+class _ShellScan:
+    """One pass over the raw line, quote-aware, as a POSIX shell's tokenizer reads it."""
+
+    def __init__(self, line: str):
+        self.line = line
+        self.out: list[str] = []
+        self.quote: str | None = None
+        self.quote_at = 0
+        self.word_start = True
+        self.word = ""  # the unquoted text of the current word, to recognise NAME=~
+
+    def run(self) -> str:
+        """Scan the whole line; return the text for shlex."""
+        i = 0
+        while i < len(self.line):
+            if self.quote == "'":
+                i = self._single(i)
+            elif self.quote == '"':
+                i = self._double(i)
             else:
-                out.append(c)
-            i += 1
-            continue
-        # unquoted
+                i = self._unquoted(i)
+        if self.quote is not None:
+            kind = "single" if self.quote == "'" else "double"
+            raise RunLineError(
+                f"the {kind} quote (`{self.quote}`, {_where(self.line, self.quote_at)}) "
+                "is never closed: close it",
+                self.quote,
+            )
+        return "".join(self.out)
+
+    def _single(self, i: int) -> int:
+        """Inside single quotes everything is literal, up to the closing quote."""
+        if self.line[i] == "'":
+            self.quote = None
+        self.out.append(self.line[i])
+        return i + 1
+
+    def _double(self, i: int) -> int:
+        """Inside double quotes ``$`` and backticks expand; a backslash escapes few characters."""
+        c, nxt = self.line[i], self.line[i + 1 : i + 2]
+        if c == "\\" and nxt in ("$", "`"):
+            self.out.append(nxt)  # shlex would keep the backslash
+            return i + 2
+        if c == "\\" and nxt == "\n":
+            return i + 2  # a line continuation, even in double quotes
+        if c == "\\" and nxt in ('"', "\\"):
+            self.out.append(c + nxt)  # shlex reads these two as a shell does
+            return i + 2
+        if c == "`" or (c == "$" and _is_expansion(self.line, i, quoted=True)):
+            _refuse_expansion(self.line, i)
+        if c == '"':
+            self.quote = None
+        self.out.append(c)
+        return i + 1
+
+    def _unquoted(self, i: int) -> int:
+        """Outside quotes: blanks, quotes, escapes, and everything a shell would act on."""
+        line, c = self.line, self.line[i]
         if c == "\\":
-            if nxt == "":
-                raise RunLineError(
-                    f"the line ends with a backslash ({_where(line, i)}): remove it", "\\"
-                )
-            if nxt != "\n":  # backslash-newline is a line continuation
-                out.append(c + nxt)
-                word_start = False
-                word += "\0"
-            i += 2
-            continue
-        if c in " \t":
-            word_start, word = True, ""
+            return self._escape(i)
+        if c in " \t" or (c == "\n" and not line[i:].strip(" \t\n")):
+            self.word_start, self.word = True, ""
         elif c == "\n":
-            if line[i:].strip():
-                raise RunLineError(
-                    f"no shell runs the line, and a line break would end the command there "
-                    f"({_where(line, i)}): join the lines, or end each but the last with a backslash",
-                    "\\n",
-                )
-            word_start, word = True, ""
+            raise RunLineError(
+                f"no shell runs the line, and a line break (`\\n`, {_where(line, i)}) would "
+                "end the command there: join the lines, or end each but the last with a backslash",
+                "\\n",
+            )
         elif c in "'\"":
-            quote, quote_at = c, i
-            word_start = False
-            word += "\0"
+            self.quote, self.quote_at = c, i
+            self.word_start, self.word = False, self.word + "\0"
         elif c == "`" or (c == "$" and _is_expansion(line, i, quoted=False)):
             _refuse_expansion(line, i)
         elif c in _OPERATOR_CHARS:
             _refuse_operator(line, i)
-        elif c == "#" and word_start:
-            token = line[i:].split(None, 1)[0]
-            raise RunLineError(
-                f"no shell runs the line, so `{token}` ({_where(line, i)}) would not start a "
-                "comment: remove the comment, or quote the '#' to pass it literally",
-                token,
-            )
-        elif c == "~" and (word_start or _after_assignment(word)):
-            token = _token_at(_TILDE_PREFIX, line, i)
-            raise RunLineError(
-                f"no shell runs the line, so `{token}` ({_where(line, i)}) would not be "
-                "expanded to a home directory: use an absolute path",
-                token,
-            )
+        elif c == "#" and self.word_start:
+            _refuse_comment(line, i)
+        elif c == "~" and (self.word_start or _after_assignment(self.word)):
+            _refuse_tilde(line, i)
         else:
-            word_start = False
-            word += c
-        out.append(c)
-        i += 1
-    if quote is not None:
-        kind = "single" if quote == "'" else "double"
-        raise RunLineError(
-            f"the {kind} quote at {_where(line, quote_at)} is never closed: close it", quote
-        )
-    return "".join(out)
+            self.word_start, self.word = False, self.word + c
+        self.out.append(c)
+        return i + 1
+
+    def _escape(self, i: int) -> int:
+        """An unquoted backslash: escapes the next character, or continues the line."""
+        nxt = self.line[i + 1 : i + 2]
+        if not nxt:
+            raise RunLineError(
+                f"the line ends with a backslash (`\\`, {_where(self.line, i)}): remove it", "\\"
+            )
+        if nxt != "\n":  # backslash-newline is a line continuation: both go
+            self.out.append("\\" + nxt)
+            self.word_start, self.word = False, self.word + "\0"
+        return i + 2
+
+
+def _refuse_comment(line: str, i: int) -> None:
+    """Raise for the ``#`` starting a word at ``i``."""
+    token = line[i:].split(None, 1)[0]
+    raise RunLineError(
+        f"no shell runs the line, so `{token}` ({_where(line, i)}) would not start a "
+        "comment: remove the comment, or quote the '#' to pass it literally",
+        token,
+    )
+
+
+def _refuse_tilde(line: str, i: int) -> None:
+    """Raise for the ``~`` at ``i``, which a shell would expand."""
+    token = _token_at(_TILDE_PREFIX, line, i)
+    raise RunLineError(
+        f"no shell runs the line, so `{token}` ({_where(line, i)}) would not be "
+        "expanded to a home directory: use an absolute path",
+        token,
+    )
 
 
 def _after_assignment(word: str) -> bool:
@@ -302,7 +338,7 @@ def _strip_docker_run(words: list[str]) -> list[str]:
             "talks to the local engine with its own settings; remove them",
             sub[0],
         )
-    found = " ".join(words[:3])
+    found = " ".join(words[:3] if sub[:1] == ["container"] else words[:2])
     raise RunLineError(
         f"the line must be a `docker run` (or `docker container run`) command, not `{found}`",
         found,
@@ -320,8 +356,9 @@ class _Option:
 
 @dataclass(frozen=True)
 class _Group:
-    """The tokens one option word (and its separate value, if any) became."""
+    """One option word (and its separate value, if any): as written, as passed on, as read."""
 
+    written: tuple[str, ...]
     tokens: tuple[str, ...]
     options: tuple[_Option, ...]
 
@@ -374,9 +411,9 @@ def _parse_long(words: list[str], i: int, word: str) -> tuple[_Group, int]:
         tokens.append(value)
     elif not equals:
         value = None
-    option = _Option(flag, value, words[i])
+    option = _Option(flag, value, words[i].split("=", 1)[0])
     _check_bool(option)
-    return _Group(tuple(tokens), (option,)), i + len(tokens)
+    return _Group(tuple(words[i : i + len(tokens)]), tuple(tokens), (option,)), i + len(tokens)
 
 
 def _parse_short(words: list[str], i: int, word: str) -> tuple[_Group, int]:
@@ -408,7 +445,7 @@ def _parse_short(words: list[str], i: int, word: str) -> tuple[_Group, int]:
         j += 1
     for option in options:
         _check_bool(option)
-    return _Group(tuple(tokens), tuple(options)), i + len(tokens)
+    return _Group(tuple(tokens), tuple(tokens), tuple(options)), i + len(tokens)
 
 
 def _no_value(flag: str, word: str) -> str:
@@ -420,7 +457,10 @@ def _no_value(flag: str, word: str) -> str:
 def _unknown(flag: str, word: str) -> str:
     """The message for an unknown flag."""
     where = "" if flag == word else f" in `{word}`"
-    return f"unknown flag `{flag}`{where}: `docker run` has no such option (see `docker run --help`)"
+    return (
+        f"unknown flag `{flag}`{where}: `docker run` has no such option "
+        "(see `docker run --help`)"
+    )
 
 
 def _check_bool(option: _Option) -> None:
@@ -457,7 +497,7 @@ def _apply_policy(groups: list[_Group], name: str) -> list[str]:
 def _check_option(option: _Option, group: _Group, name: str) -> bool:
     """Raise for an option puller refuses; return True if it must be dropped."""
     long = option.flag.long
-    shown = " ".join(group.tokens)
+    shown = " ".join(group.written)
     if long == "rm" and _is_true(option):
         raise RunLineError(
             f"`{shown}` is not allowed: puller owns the container's life and keeps it "
@@ -502,7 +542,9 @@ def _check_image(image: str, repo: str) -> None:
     try:
         wanted = Reference.parse(repo)
     except ImageReferenceError as error:
-        raise RunLineError(f"the service's repo is not a valid image: {error}", repo) from None
+        raise RunLineError(
+            f"the service's repo `{repo}` is not a valid image reference: {error.reason}", repo
+        ) from None
     try:
         given = Reference.parse(image)
     except ImageReferenceError as error:

@@ -86,7 +86,9 @@ def render_module(current: str, flags: dict[str, Flag]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dockers", nargs="*", help="docker clients to ask (default: docker on PATH)")
+    parser.add_argument(
+        "dockers", nargs="*", help="docker clients to ask (default: the docker on PATH)"
+    )
     parser.add_argument("--write", action="store_true", help="rewrite puller/runflags.py in place")
     options = parser.parse_args(argv)
 
@@ -95,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     for docker in dockers:
         for reach in (True, False):
             label = f"{docker} ({'daemon' if reach else 'no daemon'})"
-            sources[label] = parse_help(run_help(docker, reach_daemon=reach))
+            try:
+                sources[label] = parse_help(run_help(docker, reach_daemon=reach))
+            except (OSError, subprocess.SubprocessError) as error:
+                print(f"cannot run `{docker} run --help`: {error}", file=sys.stderr)
+                return 1
             if not sources[label]:
                 print(f"no flags found in the help of {label}", file=sys.stderr)
                 return 1

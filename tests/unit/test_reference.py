@@ -161,7 +161,7 @@ def test_parse_raises_only_image_reference_error(text):
     assert Reference.parse(ref.name).name == ref.name
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(references(), _tag)
 def test_with_tag_reparses_to_the_same_name(text, tag):
     ref = Reference.parse(text)
