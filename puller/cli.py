@@ -8,10 +8,12 @@ flags of the original (``-node=box-1``) work, and so do ``--node box-1`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -58,10 +60,29 @@ def _setup_logging(verbose: bool) -> None:
               help="Pull every image again on every Nth timed pass.")
 @click.option("-verbose", "--verbose", "verbose", is_flag=True, envvar="PULLER_VERBOSE",
               help="Log every decision, no-ops included.")
+@click.option("-apikey", "--apikey", "apikey", envvar="PULLER_APIKEY", default=None,
+              help="API key (sent as Authorization: Bearer); with it the API may listen on "
+                   "every address.")
+@click.option("-api-addr", "--api-addr", "api_addr", envvar="PULLER_API_ADDR", default=None,
+              help="Address the HTTP API listens on [default: 127.0.0.1, or 0.0.0.0 with an "
+                   "API key].")
+@click.option("-api", "--api", "api_url", envvar="PULLER_API", default=None,
+              help="URL of the daemon's API for the client commands [default: "
+                   "http://127.0.0.1:<port+1>].")
+@click.option("-state-dir", "--state-dir", "state_dir", envvar="PULLER_STATE_DIR",
+              default=constants.DEFAULT_STATE_DIR, show_default=True,
+              type=click.Path(file_okay=False),
+              help="puller's own state: its docker config for Google registries.")
+@click.option("-google-registry", "--google-registry", "google_registries", multiple=True,
+              envvar="PULLER_GOOGLE_REGISTRY",
+              help="A registry host (glob) to log in to with Google credentials, besides "
+                   "gcr.io, *.gcr.io and *-docker.pkg.dev; repeatable.")
 @click.version_option(__version__, "-version", "--version", prog_name="puller")
 @click.pass_context
 def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
-        interval: float, pull_every: int, verbose: bool) -> None:
+        interval: float, pull_every: int, verbose: bool, apikey: str | None,
+        api_addr: str | None, api_url: str | None, state_dir: str,
+        google_registries: tuple[str, ...]) -> None:
     """puller: keeps Docker containers deployed from YAML service definitions.
 
     \b
@@ -69,6 +90,7 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
       puller -d -node=box-1 -dir=/var/puller
     """
     if ctx.invoked_subcommand is not None:
+        ctx.obj = ClientSettings(api_url or f"http://127.0.0.1:{port + 1}", apikey)
         return
     if not daemon:
         click.echo(ctx.get_help())
@@ -77,9 +99,12 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
         raise click.BadParameter("the node name must not be empty", param_hint="-node")
     _setup_logging(verbose)
     from .daemon import Config  # keeps `puller --help` fast
+    from .gcloud import DEFAULT_GOOGLE_REGISTRIES
 
     run_daemon(Config(node=node, directory=directory, port=port, interval=interval,
-                      pull_every=pull_every))
+                      pull_every=pull_every, state_dir=state_dir,
+                      google_registries=DEFAULT_GOOGLE_REGISTRIES + tuple(google_registries),
+                      apikey=apikey or None, api_addr=api_addr))
 
 
 def run_daemon(config: "Config") -> None:
@@ -102,6 +127,46 @@ def run_daemon(config: "Config") -> None:
         raise click.ClickException(f"cannot run: {exc}") from None
     finally:
         daemon_.close()
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    api_url: str
+    apikey: str | None
+
+    def client(self):
+        from .client import Client
+
+        return Client(self.api_url, self.apikey)
+
+
+def _call(ctx: click.Context, method: str, path: str, body=None):
+    try:
+        return ctx.obj.client().call(method, path, body)
+    except PullerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@cli.command("pull")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@click.pass_context
+def pull_command(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Check NAME's image in the registry now, and deploy it if it moved."""
+    result = _call(ctx, "POST", f"/v1/services/{name}/pull")
+    if as_json:
+        _echo_json(result)
+    else:
+        digest = (result.get("registry_digest") or "unknown digest")[:19]
+        what = "; ".join(f"{s['action']}: {s['reason']}" for s in result["steps"]) or "nothing to do"
+        click.echo(f"{name} on {result['node']}: {result['image']} is {digest} in the registry; "
+                   f"{'pulled; ' if result['pulled'] else ''}{what}")
+    if result.get("errors"):
+        raise click.ClickException("; ".join(result["errors"]))
 
 
 def main() -> None:

@@ -34,3 +34,6 @@ REGISTRY_RATE = 20.0  # manifest HEADs per second to one registry, at most
 CHECK_BACKOFF_MIN = 5.0  # seconds before asking a failing registry again
 CHECK_BACKOFF_MAX = 600.0
 DEFAULT_STATE_DIR = "/var/lib/puller"  # puller's own docker config (Google logins) and state
+
+API_MAX_BODY = 1 << 20  # bytes of an HTTP request body, at most
+API_PASS_TIMEOUT = 300.0  # seconds an HTTP trigger waits for its pass

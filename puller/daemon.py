@@ -9,6 +9,7 @@ loop goes on.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import queue
@@ -16,13 +17,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import constants
-from .container import Image
+from .container import Container, Image
 from .definitions import DefinitionDir, Scan, is_definition_file
 from .docker import Docker
 from .errors import PullerError
@@ -30,7 +31,8 @@ from .executor import Executor, Outcome, remember
 from .faults import FaultLog
 from .freshness import Freshness, Remote
 from .gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
-from .planner import Action, Memory, Plan, plan, plan_pulls
+from .hooks import Push
+from .planner import Action, Memory, Plan, local_digests, plan, plan_pulls
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ class Config:
 class PassRequest:
     """A pass asked for from outside the loop (an HTTP trigger, a registry hook)."""
 
-    check: frozenset[str] = frozenset()  # image refs to ask the registry about now
-    digests: dict[str, str] = field(default_factory=dict)  # ref → digest already known
+    services: frozenset[str] = frozenset()  # ask the registry about their images now
+    pushes: tuple[Push, ...] = ()  # tags pushed, from registry notifications
     future: Future = field(default_factory=Future)
 
 
@@ -66,10 +68,18 @@ class PassReport:
     at: float = 0.0
     remotes: dict[str, Remote] = field(default_factory=dict)
     images: dict[str, Image | None] = field(default_factory=dict)
+    containers: tuple[Container, ...] = ()  # this node's, after the pass
     pulls: tuple[Outcome, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
     docker_calls: int = 0
     faults: dict[str, str] = field(default_factory=dict)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class _Wake(FileSystemEventHandler):
@@ -103,16 +113,18 @@ class Daemon:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._observer: Observer | None = None
+        self._api = None
 
     # One pass ------------------------------------------------------------------
 
     def tick(self, now: float | None = None, pull_due: bool = False,
-             check: Iterable[str] = (), digests: Mapping[str, str] | None = None) -> PassReport:
+             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
         """Run one reconcile pass.
 
         ``pull_due`` asks the registry about every image; otherwise only images
-        never asked about are, plus those in ``check``. ``digests`` are tags'
-        digests learnt from a push notification.
+        never asked about are, plus those of the services in ``check`` and the
+        tags in ``pushes`` (whose digest, when the push was made to the very
+        registry a service names, is taken as is).
         """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
@@ -122,14 +134,22 @@ class Daemon:
                     if service.matches(self.config.node)}
         refs = {service.image_ref for service in services.values()}
         tags = {ref for ref in refs if "@" not in ref}
-        for ref, digest in (digests or {}).items():
-            if ref in tags:
-                self.freshness.note(ref, digest, now)
+        forced = {services[name].image_ref for name in check if name in services} & tags
+        noted = {}
+        for push in pushes:
+            for ref in tags:
+                if not push.matches(ref):
+                    continue
+                if push.digest and push.same_host(ref):
+                    noted[ref] = push.digest
+                else:
+                    forced.add(ref)
         known = self.freshness.remotes()
         due = tags if pull_due else {ref for ref in tags if ref not in known}
-        forced = set(check) & tags
-        remotes = self.freshness.check(due, now, force=forced)
-        remotes.update({ref: known[ref] for ref in (digests or {}) if ref in tags and ref in known})
+        remotes = self.freshness.check(due - set(noted), now, force=forced - set(noted))
+        for ref, digest in noted.items():
+            self.freshness.note(ref, digest, now)
+            remotes[ref] = self.freshness.remotes()[ref]
         self.freshness.forget(tags)
         images = self.docker.images(refs)
         pulls = self.executor.pull(plan_pulls(services, images, remotes))
@@ -143,11 +163,14 @@ class Daemon:
             if not step.action.changes_something:
                 log.debug("%s", step)
         outcomes = self.executor.execute(the_plan)
+        if outcomes:  # what runs now, for status (an extra call only after a change)
+            containers = self.docker.containers(self.config.node)
         self.memory = remember(self.memory, the_plan, pulls, outcomes, now)
         faults = self._faults(scan, the_plan)
         self.faults.update(faults)
-        report = PassReport(scan, the_plan, now, self.freshness.remotes(), images, tuple(pulls),
-                            tuple(outcomes), self.docker.calls - calls_before, faults)
+        report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
+                            tuple(containers), tuple(pulls), tuple(outcomes),
+                            self.docker.calls - calls_before, faults)
         self.last_report = report
         return report
 
@@ -163,6 +186,47 @@ class Daemon:
             if step.action is Action.WAIT:
                 faults[f"service {step.service}"] = f"{step.service}: {step.reason}"
         return faults
+
+    def status(self) -> dict:
+        """This node's view of its services, from the latest pass (plain JSON data)."""
+        report = self.last_report
+        node = {"node": self.config.node, "directory": self.config.directory,
+                "passes": self.passes, "last_pass": report.at if report else None,
+                "services": {}}
+        if report is None:
+            return node
+        errors = {step.service: step.reason for step in report.plan.steps
+                  if step.action is Action.WAIT}
+        for outcome in report.outcomes:
+            if not outcome.ok:
+                errors[outcome.step.service] = outcome.error
+        for name, failure in self.memory.failures.items():
+            errors.setdefault(name, failure.error)
+        for error in report.scan.errors:
+            errors.setdefault(os.path.splitext(os.path.basename(error.path))[0], str(error))
+        containers = {c.service: c for c in report.containers
+                      if c.service is not None and c.name == c.service}
+        for name, service in sorted(report.scan.services.items()):
+            if not service.matches(self.config.node):
+                continue
+            ref = service.image_ref
+            image = report.images.get(ref)
+            remote = report.remotes.get(ref)
+            container = containers.get(name)
+            running_digests = sorted(local_digests(ref, image)) if (
+                image is not None and container is not None
+                and container.image_id == image.id) else []
+            node["services"][name] = {
+                "image": ref,
+                "state": container.status if container else "absent",
+                "container": container.short_id if container else None,
+                "image_id": container.image_id if container else None,
+                "running_digest": running_digests[0] if running_digests else None,
+                "registry_digest": remote.digest if remote else None,
+                "checked_at": remote.checked_at if remote else None,
+                "error": errors.get(name) or (remote.error if remote else None),
+            }
+        return node
 
     def _next_deadline(self, now: float) -> float:
         """When the next timer pass is due: the interval, or sooner when a
@@ -181,10 +245,9 @@ class Daemon:
     def wake(self) -> None:
         self._wake.set()
 
-    def request_pass(self, check: Iterable[str] = (),
-                     digests: Mapping[str, str] | None = None) -> Future:
+    def request_pass(self, services: Iterable[str] = (), pushes: Iterable[Push] = ()) -> Future:
         """Ask the loop for a pass now; the future gets its PassReport."""
-        request = PassRequest(frozenset(check), dict(digests or {}))
+        request = PassRequest(frozenset(services), tuple(pushes))
         self._requests.put(request)
         self.wake()
         return request.future
@@ -210,9 +273,29 @@ class Daemon:
         observer.start()
         self._observer = observer
 
+    def api_address(self) -> tuple[str, int]:
+        host = self.config.api_addr or ("0.0.0.0" if self.config.apikey else "127.0.0.1")
+        if not self.config.apikey and not _is_loopback(host):
+            raise PullerError(f"refusing to serve the HTTP API on {host} without an API key: "
+                              "set -apikey (or PULLER_APIKEY), or leave -api-addr out")
+        return host, self.config.port + 1
+
+    def start_api(self) -> None:
+        if self._api is None:
+            from .api import Api
+
+            host, port = self.api_address()
+            try:
+                self._api = Api(self, host, port, self.config.apikey).start()
+            except OSError as exc:
+                raise PullerError(f"cannot serve the HTTP API on {host}:{port}: "
+                                  f"{exc.strerror or exc}; is another puller running? "
+                                  "(-port picks another)") from None
+
     def run(self) -> None:
         """Pass after pass until ``stop()``."""
         os.makedirs(self.config.directory, exist_ok=True)
+        self.start_api()
         self.start_watching()
         log.info("puller on node %s: watching %s, a pass every %g s, pulling every %d pass(es)",
                  self.config.node, self.config.directory, self.config.interval,
@@ -227,10 +310,10 @@ class Daemon:
             if pull_due:
                 last_pull_pass = started
             requests = self._take_requests()
-            check = set().union(*(r.check for r in requests)) if requests else set()
-            digests = {ref: digest for r in requests for ref, digest in r.digests.items()}
+            check = {name for r in requests for name in r.services}
+            pushes = [push for r in requests for push in r.pushes]
             try:
-                report = self.tick(started, pull_due=pull_due, check=check, digests=digests)
+                report = self.tick(started, pull_due=pull_due, check=check, pushes=pushes)
             except PullerError as exc:
                 log.error("pass failed: %s", exc)
                 self._answer(requests, error=exc)
@@ -260,6 +343,9 @@ class Daemon:
 
     def close(self) -> None:
         self.stop()
+        api, self._api = self._api, None
+        if api is not None:
+            api.close()
         self._answer(self._take_requests(), error=PullerError("the daemon is stopping"))
         observer, self._observer = self._observer, None
         if observer is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from typing import Iterable, Sequence
 
 import sh
@@ -30,6 +31,7 @@ class Docker:
     def __init__(self, executable: str = "docker"):
         self.executable = executable
         self.calls = 0
+        self.counts: Counter[str] = Counter()  # calls by docker subcommand
         self._lock = threading.Lock()
 
     def _run(self, *args: str, timeout: float | None = constants.DOCKER_TIMEOUT,
@@ -37,6 +39,7 @@ class Docker:
         argv = [self.executable, *args]
         with self._lock:
             self.calls += 1
+            self.counts[_subcommand(args)] += 1
         log.debug("docker %s", " ".join(args))
         try:
             command = sh.Command(self.executable)
@@ -132,6 +135,16 @@ class Docker:
     def remove(self, container_id: str) -> None:
         """Remove a container, killing it if it still runs."""
         self._run("rm", "--force", container_id)
+
+
+def _subcommand(args: Sequence[str]) -> str:
+    """``("--config", "d", "image", "inspect", ...)`` → "image inspect"."""
+    words = list(args)
+    while words[:1] == ["--config"]:
+        words = words[2:]
+    if words[:1] in (["container"], ["image"]) and len(words) > 1:
+        return " ".join(words[:2])
+    return words[0] if words else "?"
 
 
 def _text(data: bytes | str | None) -> str:

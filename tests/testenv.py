@@ -110,26 +110,42 @@ class Registry:
     process: subprocess.Popen | None = None
 
     def start(self) -> "Registry":
+        """Start (or start again, on the same port and storage)."""
         binary = shutil.which("docker-registry") or shutil.which("registry")
         if binary is None:
             raise RuntimeError("docker-registry is not installed: apt-get install docker-registry")
-        self.root = tempfile.mkdtemp(prefix="puller-registry-")
-        port = free_port()
-        self.host = f"127.0.0.1:{port}"
+        if not self.root:
+            self.root = tempfile.mkdtemp(prefix="puller-registry-")
+            self.host = f"127.0.0.1:{free_port()}"
         config = os.path.join(self.root, "config.yml")
         with open(config, "w") as handle:
             handle.write(
                 "version: 0.1\n"
-                "log: {level: warn}\n"
+                "log: {level: info}\n"
                 f"storage: {{filesystem: {{rootdirectory: {self.root}/data}}, delete: {{enabled: true}}}}\n"
                 f"http: {{addr: {self.host}}}\n" + self.extra_config
             )
-        log = open(os.path.join(self.root, "registry.log"), "w")
+        log = open(os.path.join(self.root, "registry.log"), "a")
         self.process = subprocess.Popen([binary, "serve", config], stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_until(lambda: self._answers(), timeout=20, what="the registry to answer")
         return self
+
+    def stop(self) -> None:
+        """Stop the registry process; its storage stays for a restart."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def log(self) -> str:
+        with open(os.path.join(self.root, "registry.log")) as handle:
+            return handle.read()
 
     def _answers(self) -> bool:
         try:
@@ -141,14 +157,7 @@ class Registry:
             return False
 
     def close(self) -> None:
-        process, self.process = self.process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.stop()
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
+import threading
+import urllib.request
+
 from puller.daemon import Config, Daemon
 
-from ..testenv import Cleanup, Engine, Registry, build_image, free_port
+from ..testenv import Cleanup, Engine, Registry, build_image, free_port, wait_until
 
 HERE = os.path.dirname(__file__)
 
@@ -98,3 +101,66 @@ def node(tmp_path, cleanup):
     daemon = Daemon(Config(node=cleanup.node(), directory=str(directory)))
     with daemon:
         yield Node(daemon, str(directory), cleanup)
+
+
+@dataclass
+class LiveNode(Node):
+    """A daemon running its loop and API in a thread of this process."""
+
+    thread: threading.Thread | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.config.port + 1}"
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             key: str | None = None) -> tuple[int, dict]:
+        import json
+        import urllib.error
+
+        headers = {"Content-Type": "application/json"}
+        key = key if key is not None else self.daemon.config.apikey
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.api + path, data=body, method=method,
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def live_node(tmp_path, cleanup):
+    """Factory: start a daemon (loop + API) in a thread; stopped at teardown."""
+    nodes: list[LiveNode] = []
+
+    def start(**overrides) -> LiveNode:
+        directory = tmp_path / f"defs-{len(nodes)}"
+        directory.mkdir()
+        settings = {"node": cleanup.node(), "directory": str(directory),
+                    "port": free_port() - 1, "interval": 600.0,
+                    "state_dir": str(tmp_path / f"state-{len(nodes)}"), **overrides}
+        daemon = Daemon(Config(**settings))
+        thread = threading.Thread(target=daemon.run, name="test-daemon")
+        live = LiveNode(daemon, str(directory), cleanup, thread)
+        nodes.append(live)
+        thread.start()
+        wait_until(lambda: _answers(live.api), timeout=20, what="the daemon's API")
+        return live
+
+    yield start
+    for live in nodes:
+        live.daemon.stop()
+        live.thread.join(timeout=30)
+        live.daemon.close()
+
+
+def _answers(api: str) -> bool:
+    try:
+        with urllib.request.urlopen(api + "/v1/health", timeout=1):
+            return True
+    except OSError:
+        return False

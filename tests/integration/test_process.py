@@ -24,7 +24,8 @@ def daemon_process(tmp_path, cleanup):
     def start(*extra: str) -> subprocess.Popen:
         log = open(log_path, "a")
         process = subprocess.Popen(
-            [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}", *extra],
+            [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}",
+             f"-port={free_port() - 1}", f"-state-dir={tmp_path / 'state'}", *extra],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         processes.append(process)

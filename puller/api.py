@@ -1,0 +1,244 @@
+"""The HTTP API on port+1: JSON in and out, errors as JSON with a message.
+
+Bound to 127.0.0.1 unless an API key is set; with a key, every endpoint but
+``GET /v1/health`` wants ``Authorization: Bearer <key>`` (compared in
+constant time). Request bodies are size-capped.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import __version__, constants
+from .errors import PullerError
+from .hooks import HookError, parse_notification
+from .planner import Action
+
+if TYPE_CHECKING:
+    from .daemon import Daemon, PassReport
+
+log = logging.getLogger(__name__)
+
+
+class ApiProblem(Exception):
+    """An error answer: status and message."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]
+    body: bytes
+    headers: Any
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise ApiProblem(400, f"the body is not valid JSON: {exc}") from None
+
+
+Handler = Callable[["Api", Request], tuple[int, Any]]
+_ROUTES: list[tuple[str, re.Pattern, Handler, bool]] = []
+
+
+def route(method: str, pattern: str, public: bool = False):
+    """Register a handler for ``method`` and a path pattern with ``{name}`` parts."""
+    regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, regex, handler, public))
+        return handler
+
+    return register
+
+
+class Api:
+    """Serves the daemon's API in a thread; ``close()`` is idempotent."""
+
+    def __init__(self, daemon: "Daemon", host: str, port: int, apikey: str | None = None):
+        self.daemon = daemon
+        self.apikey = apikey
+        api = self
+
+        class _Handler(_RequestHandler):
+            owner = api
+
+        self.server = ThreadingHTTPServer((host, port), _Handler)
+        self.server.daemon_threads = True
+        self.address = self.server.server_address
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Api":
+        self._thread = threading.Thread(target=self.server.serve_forever, name="puller-api",
+                                        daemon=True)
+        self._thread.start()
+        log.info("HTTP API on http://%s:%s%s", self.address[0], self.address[1],
+                 "" if self.apikey else " (no API key: loopback only)")
+        return self
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self.server.shutdown()
+            thread.join(timeout=5)
+        self.server.server_close()
+
+    def __enter__(self) -> "Api":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def authorized(self, header: str | None) -> bool:
+        if not self.apikey:
+            return True
+        scheme, _, token = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self.apikey.encode())
+
+    def dispatch(self, request: Request) -> tuple[int, Any]:
+        allowed = []
+        for method, regex, handler, public in _ROUTES:
+            match = regex.match(request.path)
+            if not match:
+                continue
+            allowed.append(method)
+            if method != request.method:
+                continue
+            if not public and not self.authorized(request.headers.get("Authorization")):
+                raise ApiProblem(401, "missing or wrong API key: send Authorization: Bearer <key>")
+            return handler(self, Request(request.method, request.path, match.groupdict(),
+                                         request.body, request.headers))
+        if allowed:
+            raise ApiProblem(405, f"{request.method} is not allowed here; use {', '.join(allowed)}")
+        raise ApiProblem(404, f"no such endpoint: {request.method} {request.path}")
+
+    def wait(self, future, what: str) -> "PassReport":
+        try:
+            return future.result(timeout=constants.API_PASS_TIMEOUT)
+        except FutureTimeout:
+            raise ApiProblem(504, f"{what} is taking longer than "
+                                  f"{constants.API_PASS_TIMEOUT:.0f} s; it goes on") from None
+        except PullerError as exc:
+            raise ApiProblem(500, f"{what} failed: {exc}") from None
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    owner: Api
+    server_version = f"puller/{__version__}"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _handle(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > constants.API_MAX_BODY:
+            self._send(413 if length > 0 else 400,
+                       {"error": f"the body must be at most {constants.API_MAX_BODY} bytes"},
+                       close=True)
+            return
+        body = self.rfile.read(length) if length else b""
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            status, payload = self.owner.dispatch(Request(self.command, path, {}, body,
+                                                          self.headers))
+        except ApiProblem as exc:
+            status, payload = exc.status, {"error": exc.message}
+        except Exception:  # a bug must not kill the server thread
+            log.exception("API %s %s failed", self.command, path)
+            status, payload = 500, {"error": "internal error; see the daemon's log"}
+        self._send(status, payload)
+
+    def _send(self, status: int, payload: Any, close: bool = False) -> None:
+        data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+
+# Endpoints ----------------------------------------------------------------------
+
+
+@route("GET", "/v1/health", public=True)
+def health(api: Api, request: Request) -> tuple[int, Any]:
+    return 200, {"status": "ok", "node": api.daemon.config.node, "version": __version__}
+
+
+@route("GET", "/v1/status")
+def status(api: Api, request: Request) -> tuple[int, Any]:
+    return 200, api.daemon.status()
+
+
+def _pull(api: Api, request: Request) -> tuple[int, Any]:
+    name = request.params["name"]
+    report = api.wait(api.daemon.request_pass(services=[name]), f"the pull of {name}")
+    service = report.scan.services.get(name)
+    if service is None:
+        raise ApiProblem(404, f"no service {name!r} is defined")
+    if not service.matches(api.daemon.config.node):
+        raise ApiProblem(404, f"service {name!r} does not run on node {api.daemon.config.node}")
+    return 200, {"node": api.daemon.config.node, **service_result(report, name, service.image_ref)}
+
+
+route("POST", "/v1/services/{name}/pull")(_pull)
+route("GET", "/v1/pull/{name}")(_pull)  # the original's path
+
+
+@route("POST", "/v1/hooks/registry")
+def registry_hook(api: Api, request: Request) -> tuple[int, Any]:
+    try:
+        pushes = parse_notification(request.json())
+    except HookError as exc:
+        raise ApiProblem(400, f"not a registry notification: {exc}") from None
+    if pushes:
+        api.daemon.request_pass(pushes=pushes)  # the registry must not wait for a deploy
+    return 202, {"accepted": len(pushes)}
+
+
+def service_result(report: "PassReport", name: str, ref: str) -> dict:
+    """What one pass did for one service."""
+    remote = report.remotes.get(ref)
+    steps = [s for s in report.plan.steps if s.service == name]
+    outcomes = [o for o in report.outcomes if o.step.service == name]
+    pulls = [o for o in report.pulls if name in o.step.service.split(", ")]
+    errors = [o.error for o in outcomes + pulls if not o.ok]
+    return {
+        "service": name,
+        "image": ref,
+        "registry_digest": remote.digest if remote else None,
+        "registry_error": remote.error if remote else None,
+        "pulled": any(o.ok for o in pulls),
+        "steps": [{"action": s.action.value, "reason": s.reason} for s in steps],
+        "changed": any(o.ok and o.step.action is not Action.PULL for o in outcomes),
+        "errors": errors,
+    }
