@@ -37,3 +37,7 @@ DEFAULT_STATE_DIR = "/var/lib/puller"  # puller's own docker config (Google logi
 
 API_MAX_BODY = 1 << 20  # bytes of an HTTP request body, at most
 API_PASS_TIMEOUT = 300.0  # seconds an HTTP trigger waits for its pass
+
+DEFAULT_HEALTH_TIMEOUT = 10.0  # seconds a new container must stay up before its predecessor goes
+HISTORY_LENGTH = 20  # revisions kept per service
+PROBATION_CHECK = 1.0  # seconds between looks at a container on probation

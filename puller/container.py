@@ -21,7 +21,8 @@ class Container:
     exit_code: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
     started_at: str = ""
-    health: str | None = None
+    health: str | None = None  # None when the container has no HEALTHCHECK
+    restart_count: int = 0
 
     @classmethod
     def from_inspect(cls, data: Mapping[str, Any]) -> "Container":
@@ -37,6 +38,7 @@ class Container:
             labels=dict(config.get("Labels") or {}),
             started_at=state.get("StartedAt", ""),
             health=health.get("Status"),
+            restart_count=int(data.get("RestartCount") or 0),
         )
 
     @property

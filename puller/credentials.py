@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+IDENTITY_TOKEN_USER = "<token>"  # a helper's Username when Secret is an identity token
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,42 @@ def _keys_for(registry: str) -> list[str]:
             f"https://{registry}/v1/", f"https://{registry}/v2/"]
 
 
+def convert_to_hostname(key: str) -> str:
+    """``https://host:port/v1/`` → ``host:port``, as docker matches legacy keys."""
+    for prefix in ("http://", "https://"):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    return key.split("/", 1)[0]
+
+
+def _candidates(mapping: dict, registry: str) -> list[str]:
+    """The keys of ``mapping`` naming ``registry``: the usual spellings first,
+    then any other whose host part is the registry (docker's fallback)."""
+    keys = [key for key in _keys_for(registry) if key in mapping]
+    hosts = {convert_to_hostname(key) for key in _keys_for(registry)}
+    keys += sorted(key for key in mapping
+                   if isinstance(key, str) and key not in keys and convert_to_hostname(key) in hosts)
+    return keys
+
+
+def _section(config: dict, name: str) -> dict:
+    section = config.get(name) if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 def from_auths(config: dict, registry: str) -> Credentials | None:
     """Credentials stored inline by ``docker login`` (pure)."""
-    auths = config.get("auths") or {}
-    for key in _keys_for(registry):
-        entry = auths.get(key)
+    auths = _section(config, "auths")
+    for key in _candidates(auths, registry):
+        entry = auths[key]
         if not isinstance(entry, dict):
             continue
-        if entry.get("username") and entry.get("password"):
-            return Credentials(entry["username"], entry["password"])
+        username, password = entry.get("username"), entry.get("password")
+        if isinstance(username, str) and isinstance(password, str) and username and password:
+            return Credentials(username, password)
         encoded = entry.get("auth")
-        if not encoded:
+        if not encoded or not isinstance(encoded, str):
             continue
         try:
             user, _, password = base64.b64decode(encoded).decode().partition(":")
@@ -79,20 +105,26 @@ def from_auths(config: dict, registry: str) -> Credentials | None:
 
 
 def helper_for(config: dict, registry: str) -> str | None:
-    helpers = config.get("credHelpers") or {}
-    for key in _keys_for(registry):
-        if key in helpers:
+    """The credential helper docker would ask for ``registry``: its
+    ``credHelpers`` entry, else the default ``credsStore`` (pure)."""
+    helpers = _section(config, "credHelpers")
+    for key in _candidates(helpers, registry):
+        if isinstance(helpers[key], str) and helpers[key]:
             return helpers[key]
-    return config.get("credsStore") or None
+    store = config.get("credsStore") if isinstance(config, dict) else None
+    return store if isinstance(store, str) and store else None
 
 
 def from_helper(helper: str, registry: str) -> Credentials | None:
     """Ask ``docker-credential-<helper> get`` (the docker credential helper protocol)."""
     server = DOCKER_HUB_AUTH_KEY if registry in DOCKER_HUB_HOSTS else registry
+    if not helper or "/" in helper:  # a name, never a path to run
+        log.warning("docker config: ignoring the credential helper %r", helper)
+        return None
     try:
         result = subprocess.run([f"docker-credential-{helper}", "get"], input=server,
                                 capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:  # ValueError: not UTF-8
         log.warning("credential helper docker-credential-%s failed: %s", helper, exc)
         return None
     if result.returncode != 0:
@@ -100,10 +132,19 @@ def from_helper(helper: str, registry: str) -> Credentials | None:
     try:
         data = json.loads(result.stdout)
     except ValueError:
+        log.warning("credential helper docker-credential-%s answered no JSON", helper)
         return None
-    if data.get("Username") and data.get("Secret"):
-        return Credentials(data["Username"], data["Secret"])
-    return None
+    if not isinstance(data, dict):
+        return None
+    username, secret = data.get("Username"), data.get("Secret")
+    if not (isinstance(username, str) and isinstance(secret, str) and username and secret):
+        return None
+    if username == IDENTITY_TOKEN_USER:
+        # an OAuth refresh token, not a password: Basic auth cannot use it
+        log.debug("docker-credential-%s holds an identity token for %s; not usable for a HEAD",
+                  helper, registry)
+        return None
+    return Credentials(username, secret)
 
 
 def lookup(registry: str, directory: str | None = None) -> Credentials | None:

@@ -238,6 +238,11 @@ class Daemon:
         for failure in self.memory.failures.values():
             if failure.retry_at is not None and failure.retry_at > now:
                 deadline = min(deadline, failure.retry_at)
+        for trial in self.memory.probation.values():
+            deadline = min(deadline, max(now, trial.until))
+        if self.memory.probation:
+            # a container on probation is looked at often: an early exit counts
+            deadline = min(deadline, now + constants.PROBATION_CHECK)
         return deadline
 
     # The loop -------------------------------------------------------------------

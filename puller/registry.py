@@ -10,9 +10,11 @@ Bearer token challenge are supported, with the credentials docker would use.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.message
 import email.utils
 import hashlib
+import http.client
 import ipaddress
 import json
 import logging
@@ -38,7 +40,8 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
 )
 DOCKER_HUB_API = "registry-1.docker.io"
-_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 
 
 class RegistryError(PullerError):
@@ -64,8 +67,12 @@ class Unsupported(RegistryError):
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="...",service="...",scope="..."`` → ("bearer", {...}) (pure)."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-              for m in _CHALLENGE_PARAM.finditer(rest)}
+    params = {}
+    for match in _CHALLENGE_PARAM.finditer(rest):
+        quoted, bare = match.group(2), match.group(3)
+        # a quoted-string may escape any character with a backslash (RFC 7230 3.2.6)
+        params[match.group(1).lower()] = (_QUOTED_PAIR.sub(r"\1", quoted)
+                                          if quoted is not None else bare)
     return scheme.lower(), params
 
 
@@ -74,13 +81,18 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]+", value):  # not str.isdigit(): "²" is a digit to it
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
+    if when.tzinfo is None:  # "-0000" or asctime: HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    try:
+        return max(0.0, when.timestamp() - now)
+    except (OverflowError, ValueError):
+        return None
 
 
 def api_host(domain: str) -> str:
@@ -113,6 +125,7 @@ class RegistryClient:
         self.timeout = timeout
         self.requests = 0
         self._tokens: dict[tuple[str, str], _Token] = {}
+        self._basic: set[str] = set()  # registries that answered a Basic challenge
         self._lock = threading.Lock()
 
     def head_digest(self, reference: Reference) -> str:
@@ -125,6 +138,11 @@ class RegistryClient:
         token = self._cached_token(domain, scope)
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        elif domain in self._basic:
+            # known to want Basic: send it at once, one request instead of two
+            credentials = self.credentials_for(domain)
+            if credentials is not None:
+                headers["Authorization"] = _basic(credentials)
         response = self._request("HEAD", url, headers, domain)
         if response.status == 401:
             headers["Authorization"] = self._authorize(domain, scope, response)
@@ -171,19 +189,25 @@ class RegistryClient:
         scheme, params = parse_challenge(header)
         credentials = self.credentials_for(domain)
         if scheme == "basic":
+            with self._lock:
+                self._basic.add(domain)
             if credentials is None:
                 raise AuthenticationError(domain, "needs a login and this node has none: "
                                           f"run `docker login {domain}`", 401)
             return _basic(credentials)
-        if scheme != "bearer" or "realm" not in params:
+        if scheme != "bearer" or not params.get("realm"):
             raise Unsupported(domain, f"unknown auth challenge {header!r}", 401)
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
-        url = params["realm"] + "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v})
+        realm = params["realm"]
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(
+            {k: v for k, v in query.items() if v})
         headers = {"Authorization": _basic(credentials)} if credentials else {}
         token_response = self._request("GET", url, headers, domain)
         if token_response.status != 200:
-            raise AuthenticationError(domain, f"the token server answered {token_response.status}",
-                                      token_response.status)
+            hint = ("check `docker login " + domain + "` on this node" if credentials else
+                    "this node has no login for it: run `docker login " + domain + "`")
+            raise AuthenticationError(domain, f"the token server {_origin(realm)} answered "
+                                      f"{token_response.status}; {hint}", token_response.status)
         try:
             data = json.loads(token_response.body)
             value = data.get("token") or data["access_token"]
@@ -195,26 +219,30 @@ class RegistryClient:
         return f"Bearer {value}"
 
     def forget_tokens(self, domain: str) -> None:
+        """Forget what is known of ``domain``'s auth (after its credentials changed)."""
         with self._lock:
             for key in [key for key in self._tokens if key[0] == domain]:
                 del self._tokens[key]
+            self._basic.discard(domain)
 
     # HTTP -----------------------------------------------------------------------
 
     def _request(self, method: str, url: str, headers: dict[str, str], domain: str) -> "_Response":
         with self._lock:
             self.requests += 1
-        request = urllib.request.Request(url, method=method, headers=headers)
         try:
+            request = urllib.request.Request(url, method=method, headers=headers)
             with _OPENER.open(request, timeout=self.timeout) as response:
                 body = response.read() if method == "GET" else b""
                 return _Response(response.status, response.headers, body)
         except urllib.error.HTTPError as exc:
             with exc:
                 return _Response(exc.code, exc.headers, b"")
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or exc
             raise RegistryError(domain, f"cannot be reached: {reason}") from None
+        except ValueError as exc:  # a URL urllib cannot use (a token realm, say)
+            raise Unsupported(domain, f"cannot request {url!r}: {exc}") from None
 
 
 @dataclass
@@ -222,6 +250,11 @@ class _Response:
     status: int
     headers: "email.message.Message"
     body: bytes
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
 
 
 def _basic(credentials: Credentials) -> str:
@@ -234,8 +267,12 @@ class _NoRedirectToOtherHosts(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(
-                req.full_url).netloc:
+        if new is None:
+            return None
+        # urllib turns a redirected HEAD into a GET: a full manifest GET, which
+        # Docker Hub counts as a pull. Keep it a HEAD.
+        new.method = req.get_method() if req.get_method() == "HEAD" else None
+        if urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
             new.remove_header("Authorization")
         return new
 

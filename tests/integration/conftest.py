@@ -82,12 +82,17 @@ class Node:
         return path
 
     def web(self, service: str, repo: str, tag: str = "v1", port: int | None = None,
-            extra: str = "", node: str = "") -> int:
-        """Write an httpd service publishing ``port`` (a free one by default)."""
+            extra: str = "", node: str = "", health_timeout: float | None = 0,
+            command: str = "httpd -f -p 80 -h /www") -> int:
+        """Write an httpd service publishing ``port`` (a free one by default).
+        ``health_timeout`` 0 (the tests' default) removes a predecessor at once."""
         port = port or free_port()
         bash = (f"docker run -p 127.0.0.1:{port}:80 {extra} --init --label {self.cleanup.label} "
-                f"{repo} httpd -f -p 80 -h /www")
-        self.write(service, bash=f"'{bash}'", repo=repo, tag=tag, node=f"'{node}'")
+                f"{repo} {command}")
+        fields = {"bash": f"'{bash}'", "repo": repo, "tag": tag, "node": f"'{node}'"}
+        if health_timeout is not None:
+            fields["health_timeout"] = str(health_timeout)
+        self.write(service, **fields)
         return port
 
     def tick(self, **kwargs):

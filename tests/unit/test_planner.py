@@ -8,7 +8,7 @@ from puller import constants
 from puller.container import Container, Image
 from puller.definitions import parse_definition
 from puller.freshness import Remote
-from puller.planner import (Action, Backoff, Failure, Memory, config_hash, local_digests, plan,
+from puller.planner import (Action, Backoff, Failure, Memory, Probation, config_hash, local_digests, plan,
                             plan_pulls)
 
 NODE = "box-1"
@@ -200,3 +200,31 @@ def test_a_pinned_digest_is_pulled_only_when_missing():
     assert ref == "web@sha256:" + "a" * 64
     assert plan_pulls({"web": pinned}, {ref: IMG1}, {ref: Remote(digest=D_NEW)}) == ()
     assert [s.image_ref for s in plan_pulls({"web": pinned}, {ref: None}, {})] == [ref]
+
+
+@pytest.mark.parametrize("status,health,restarts,now,expected,fragment", [
+    ("running", None, 0, 5, Action.KEEP, "on probation"),
+    ("running", "starting", 0, 5, Action.KEEP, "on probation"),
+    ("running", None, 0, 11, Action.REMOVE, "proved itself"),
+    ("running", "healthy", 0, 11, Action.REMOVE, "proved itself"),
+    ("running", "starting", 0, 11, Action.RESTORE, "still starting"),
+    ("running", "unhealthy", 0, 5, Action.RESTORE, "turned unhealthy"),
+    ("exited", None, 0, 5, Action.RESTORE, "exited with code 1"),
+    ("running", None, 2, 5, Action.RESTORE, "restarted 2 time(s)"),
+])
+def test_probation(status, health, restarts, now, expected, fragment):
+    web = service()
+    new = Container(id="n" * 64, name="web", image_id=IMG1.id, status=status, exit_code=1,
+                    health=health, restart_count=restarts,
+                    labels={constants.LABEL_SERVICE: "web", constants.LABEL_NODE: NODE,
+                            constants.LABEL_HASH: hash_of(web)})
+    prev = container("web.prev", hash_="older", status="exited")
+    memory = Memory(probation={"web": Probation(new.id, until=10)})
+    result = plan({"web": web}, [new, prev], {"web:v1": IMG1}, memory, now)
+    step = result.steps[0]
+    assert step.action is expected and fragment in step.reason
+    assert [s.action for s in result.steps[1:]] == ([Action.KEEP] if expected is Action.REMOVE else [])
+    if expected is Action.RESTORE:
+        assert step.container is prev and step.failed is new
+    if expected is Action.REMOVE:
+        assert step.container is prev
