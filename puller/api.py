@@ -76,6 +76,7 @@ class Api:
     def __init__(self, daemon: "Daemon", host: str, port: int, apikey: str | None = None):
         self.daemon = daemon
         self.apikey = apikey
+        self.write_lock = threading.Lock()  # one definition write at a time
         api = self
 
         class _Handler(_RequestHandler):
@@ -212,6 +213,7 @@ def _pull(api: Api, request: Request) -> tuple[int, Any]:
 
 route("POST", "/v1/services/{name}/pull")(_pull)
 route("GET", "/v1/pull/{name}")(_pull)  # the original's path
+route("GET", "/v1/propagate-and-pull/{name}")(_pull)  # the original's; this node only, so far
 
 
 @route("POST", "/v1/hooks/registry")
@@ -242,3 +244,156 @@ def service_result(report: "PassReport", name: str, ref: str) -> dict:
         "changed": any(o.ok and o.step.action is not Action.PULL for o in outcomes),
         "errors": errors,
     }
+
+
+# Services -------------------------------------------------------------------------
+
+
+def _definition_body(request: Request, name: str | None) -> dict[str, Any]:
+    """A definition from a YAML or JSON body (JSON is YAML too)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(request.body.decode("utf-8")) if request.body else None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ApiProblem(400, f"the body is neither YAML nor JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiProblem(400, "the body must be one definition: a mapping with name, bash, repo")
+    return _with_name(data, name)
+
+
+def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
+    if name is not None:
+        if data.get("name") not in (None, name):
+            raise ApiProblem(400, f"the body's name {data.get('name')!r} is not {name!r}, "
+                                  "the service in the path")
+        data = {**data, "name": name}
+    return data
+
+
+def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
+    from .definitions import definition_fields, write_definition
+    from .errors import DefinitionError
+
+    name = fields.get("name")
+    try:
+        with api.write_lock:
+            api.daemon.history.expect(str(name), source)
+            service = write_definition(api.daemon.config.directory, fields)
+    except DefinitionError as exc:
+        raise ApiProblem(400, str(exc)) from None
+    except OSError as exc:
+        raise ApiProblem(500, f"cannot write the definition: {exc}") from None
+    api.daemon.wake()
+    return {"service": definition_fields(service), "path": service.path,
+            "runs_here": service.matches(api.daemon.config.node)}
+
+
+def _current(api: Api, name: str):
+    service = api.daemon.definitions.scan().services.get(name)
+    if service is None:
+        raise ApiProblem(404, f"no service {name!r} is defined")
+    return service
+
+
+@route("GET", "/v1/services")
+def list_services(api: Api, request: Request) -> tuple[int, Any]:
+    from .definitions import definition_fields
+
+    scan = api.daemon.definitions.scan()
+    node = api.daemon.config.node
+    return 200, {"node": node,
+                 "services": [{**definition_fields(s), "runs_here": s.matches(node)}
+                              for _, s in sorted(scan.services.items())],
+                 "errors": [str(error) for error in scan.errors]}
+
+
+@route("GET", "/v1/services/{name}")
+def get_service(api: Api, request: Request) -> tuple[int, Any]:
+    from .definitions import definition_fields
+
+    service = _current(api, request.params["name"])
+    return 200, {"service": definition_fields(service), "path": service.path,
+                 "runs_here": service.matches(api.daemon.config.node)}
+
+
+@route("PUT", "/v1/services/{name}")
+def put_service(api: Api, request: Request) -> tuple[int, Any]:
+    return 200, _write(api, _definition_body(request, request.params["name"]), "api")
+
+
+@route("PUT", "/v1/services")
+def put_services(api: Api, request: Request) -> tuple[int, Any]:
+    """The original's bulk PUT: a list of definitions, all valid or none written."""
+    from .definitions import parse_definition, render_definition
+    from .errors import DefinitionError
+
+    data = request.json()
+    if isinstance(data, dict) and isinstance(data.get("services"), list):
+        data = data["services"]
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ApiProblem(400, "expected a JSON list of definitions")
+    for item in data:  # validate all before writing any
+        try:
+            parse_definition(render_definition(item), f"{item.get('name')}.yml")
+        except DefinitionError as exc:
+            raise ApiProblem(400, f"nothing written: {exc}") from None
+    return 200, {"written": [_write(api, item, "api") for item in data]}
+
+
+@route("DELETE", "/v1/services/{name}")
+def delete_service(api: Api, request: Request) -> tuple[int, Any]:
+    from .definitions import remove_definition
+
+    name = request.params["name"]
+    with api.write_lock:
+        removed = remove_definition(api.daemon.config.directory, name)
+    if not removed:
+        raise ApiProblem(404, f"no service {name!r} is defined")
+    api.daemon.wake()
+    return 200, {"removed": name, "paths": removed}
+
+
+@route("POST", "/v1/services/{name}/tag")
+def set_tag(api: Api, request: Request) -> tuple[int, Any]:
+    from .definitions import definition_fields
+    from .history import without_pin
+
+    body = request.json()
+    tag = body.get("tag") if isinstance(body, dict) else None
+    if not isinstance(tag, str) or not tag:
+        raise ApiProblem(400, 'expected {"tag": "<tag>"}')
+    fields = without_pin(definition_fields(_current(api, request.params["name"])))
+    return 200, _write(api, {**fields, "tag": tag}, "tag")
+
+
+@route("POST", "/v1/services/{name}/rollback")
+def rollback(api: Api, request: Request) -> tuple[int, Any]:
+    from .definitions import definition_fields
+    from .history import NoRollback, rollback_fields
+
+    name = request.params["name"]
+    body = request.json() if request.body else {}
+    to = body.get("to") if isinstance(body, dict) else None
+    if to is not None and (not isinstance(to, str) or not to):
+        raise ApiProblem(400, 'expected {"to": "<tag>|sha256:<digest>"} or no body')
+    current = definition_fields(_current(api, name))
+    try:
+        fields = rollback_fields(api.daemon.history.revisions(name), current, to)
+    except NoRollback as exc:
+        raise ApiProblem(409, str(exc)) from None
+    return 200, _write(api, fields, "rollback")
+
+
+@route("GET", "/v1/services/{name}/history")
+def history(api: Api, request: Request) -> tuple[int, Any]:
+    name = request.params["name"]
+    revisions = api.daemon.history.revisions(name)
+    if not revisions and name not in api.daemon.definitions.scan().services:
+        raise ApiProblem(404, f"no service {name!r} is defined or remembered")
+    return 200, {"service": name, "node": api.daemon.config.node, "revisions": revisions}
+
+
+@route("GET", "/v1/cluster")
+def cluster(api: Api, request: Request) -> tuple[int, Any]:
+    return 200, {"nodes": [api.daemon.status()]}

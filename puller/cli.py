@@ -40,7 +40,7 @@ def _setup_logging(verbose: bool) -> None:
 
 @click.group(
     invoke_without_command=True,
-    context_settings={"help_option_names": ["-help", "--help", "-h"], "max_content_width": 100},
+    context_settings={"help_option_names": ["-help", "--help"], "max_content_width": 100},
 )
 @click.option("-d", "--daemon", "daemon", is_flag=True, envvar="PULLER_DAEMON",
               help="Run the daemon: keep this node's containers in line with the definitions.")
@@ -167,6 +167,152 @@ def pull_command(ctx: click.Context, name: str, as_json: bool) -> None:
                    f"{'pulled; ' if result['pulled'] else ''}{what}")
     if result.get("errors"):
         raise click.ClickException("; ".join(result["errors"]))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _short(digest: str | None) -> str:
+    return digest[7:19] if digest else "-"
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+@cli.command("ls")
+@json_option
+@click.pass_context
+def ls_command(ctx: click.Context, as_json: bool) -> None:
+    """List the services defined (and which run on this node)."""
+    result = _call(ctx, "GET", "/v1/services")
+    if as_json:
+        return _echo_json(result)
+    _table([[s["name"], s["repo"], s.get("digest") and _short(s["digest"]) or s["tag"],
+             s["node"] or "*", "yes" if s["runs_here"] else "no"] for s in result["services"]],
+           ["SERVICE", "REPO", "TAG", "NODE", "HERE"])
+    for error in result["errors"]:
+        click.echo(f"warning: {error}", err=True)
+
+
+@cli.command("status")
+@json_option
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Each node's services: state, image, running and registry digests, last error."""
+    result = _call(ctx, "GET", "/v1/cluster")
+    if as_json:
+        return _echo_json(result)
+    rows = []
+    for node in result["nodes"]:
+        for name, s in sorted(node["services"].items()):
+            rows.append([node["node"], name, s["state"], s["image"], _short(s["running_digest"]),
+                         _short(s["registry_digest"]), (s["error"] or "")[:80]])
+    _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
+
+
+@cli.command("apply")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@json_option
+@click.pass_context
+def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
+    """Send definition FILES to the daemon, which validates and writes them."""
+    import os
+
+    import yaml
+
+    from .client import DaemonUnreachable
+
+    failed = []
+    results = []
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            data = yaml.safe_load(raw)
+        except (OSError, yaml.YAMLError) as exc:
+            failed.append(f"{path}: {exc}")
+            continue
+        name = data.get("name") if isinstance(data, dict) else None
+        name = name or os.path.splitext(os.path.basename(path))[0]
+        try:
+            result = ctx.obj.client().call("PUT", f"/v1/services/{name}", raw=raw,
+                                           content_type="application/yaml")
+        except DaemonUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
+        except PullerError as exc:
+            failed.append(f"{path}: {exc}")
+            continue
+        results.append(result)
+        if not as_json:
+            click.echo(f"{name}: written to {result['path']}"
+                       f"{'' if result['runs_here'] else ' (does not run on this node)'}")
+    if as_json:
+        _echo_json(results)
+    if failed:
+        raise click.ClickException("\n".join(failed))
+
+
+@cli.command("rm")
+@click.argument("name")
+@json_option
+@click.pass_context
+def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Delete service NAME's definition (its containers are removed)."""
+    result = _call(ctx, "DELETE", f"/v1/services/{name}")
+    _echo_json(result) if as_json else click.echo(f"{name}: removed")
+
+
+@cli.command("tag")
+@click.argument("name")
+@click.argument("tag")
+@json_option
+@click.pass_context
+def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
+    """Run tag TAG of NAME's image (and drop any digest pin)."""
+    result = _call(ctx, "POST", f"/v1/services/{name}/tag", {"tag": tag})
+    _echo_json(result) if as_json else click.echo(f"{name}: now {result['service']['tag']}")
+
+
+@cli.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", default=None, metavar="TAG|sha256:...",
+              help="Roll back to this tag (the digest it ran here, when known) or digest.")
+@json_option
+@click.pass_context
+def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: bool) -> None:
+    """Make NAME's previous revision current again, pinned to the digest that ran then."""
+    result = _call(ctx, "POST", f"/v1/services/{name}/rollback", {"to": to} if to else None)
+    if as_json:
+        return _echo_json(result)
+    service = result["service"]
+    click.echo(f"{name}: now {service['tag']}"
+               f"{' at ' + service['digest'] if service.get('digest') else ''}")
+
+
+@cli.command("history")
+@click.argument("name")
+@json_option
+@click.pass_context
+def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
+    """NAME's revisions on this node, newest last, with the digest each ran."""
+    result = _call(ctx, "GET", f"/v1/services/{name}/history")
+    if as_json:
+        return _echo_json(result)
+    _table([[_when(r["at"]), r["source"], r["node"], r["fields"]["tag"],
+             _short(r["fields"].get("digest")), _short(r.get("digest"))]
+            for r in result["revisions"]],
+           ["WHEN", "SOURCE", "NODE", "TAG", "PINNED", "RAN"])
 
 
 def main() -> None:

@@ -17,22 +17,23 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import constants
 from .container import Container, Image
-from .definitions import DefinitionDir, Scan, is_definition_file
+from .definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
 from .docker import Docker
 from .errors import PullerError
 from .executor import Executor, Outcome, remember
 from .faults import FaultLog
 from .freshness import Freshness, Remote
 from .gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
+from .history import History
 from .hooks import Push
-from .planner import Action, Memory, Plan, local_digests, plan, plan_pulls
+from .planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Daemon:
                                    config.google_registries)
         self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for)
         self.memory = Memory()
+        self.history = History(os.path.join(config.state_dir, "history.json"), config.node)
         self.last_report: PassReport | None = None
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
         self.faults = FaultLog(log)
@@ -166,6 +168,9 @@ class Daemon:
         if outcomes:  # what runs now, for status (an extra call only after a change)
             containers = self.docker.containers(self.config.node)
         self.memory = remember(self.memory, the_plan, pulls, outcomes, now)
+        self.history.observe(
+            {name: definition_fields(service) for name, service in services.items()},
+            self._deployed(services, images, containers), now)
         faults = self._faults(scan, the_plan)
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
@@ -173,6 +178,32 @@ class Daemon:
                             self.docker.calls - calls_before, faults)
         self.last_report = report
         return report
+
+    def _deployed(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
+                  containers: Iterable[Container]) -> dict[str, str]:
+        """The digest each service runs, once its container is up to date and
+        past probation (for the history)."""
+        current = {c.service: c for c in containers if c.service and c.name == c.service}
+        remotes = self.freshness.remotes()
+        deployed = {}
+        for name, service in services.items():
+            container, image = current.get(name), images.get(service.image_ref)
+            trial = self.memory.probation.get(name)
+            if (container is None or image is None or not container.running
+                    or container.image_id != image.id
+                    or container.config_hash != config_hash(service.run.canonical(), image.id)
+                    or (trial is not None and trial.container_id == container.id)):
+                continue
+            if service.digest:
+                deployed[name] = service.digest
+                continue
+            digests = local_digests(service.image_ref, image)
+            remote = remotes.get(service.image_ref)
+            if remote is not None and remote.digest in digests:
+                deployed[name] = remote.digest
+            elif digests:
+                deployed[name] = sorted(digests)[0]
+        return deployed
 
     def _faults(self, scan: Scan, the_plan: Plan) -> dict[str, str]:
         faults = {error.path: f"bad definition, ignored: {error}" for error in scan.errors}

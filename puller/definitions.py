@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import yaml
 
 from . import constants
 from .errors import DefinitionError, ImageReferenceError, RunLineError
+from .fsutil import write_atomically
 from .reference import Reference
 from .runline import RunLine, parse_run_line
 
@@ -274,6 +276,7 @@ class DefinitionDir:
         self.path = path
         self._cache: dict[str, _Entry] = {}
         self._last_good: dict[str, Service] = {}
+        self._lock = threading.Lock()  # the loop and the API both scan
 
     def _read(self, filename: str) -> Service | DefinitionError:
         full = os.path.join(self.path, filename)
@@ -293,6 +296,10 @@ class DefinitionDir:
         return result
 
     def scan(self) -> Scan:
+        with self._lock:
+            return self._scan()
+
+    def _scan(self) -> Scan:
         try:
             names = sorted(f for f in os.listdir(self.path) if is_definition_file(f))
         except OSError as exc:
@@ -333,3 +340,58 @@ class DefinitionDir:
 
     def _last_good_by_name(self) -> dict[str, Service]:
         return {service.name: service for service in self._last_good.values()}
+
+
+def definition_fields(service: Service) -> dict[str, Any]:
+    """The fields a user wrote (defaults filled in), in the order of FIELDS."""
+    fields: dict[str, Any] = {"name": service.name, "bash": service.bash, "repo": service.repo,
+                              "tag": service.tag, "node": service.node}
+    if service.digest:
+        fields["digest"] = service.digest
+    if service.health_timeout is not None:
+        fields["health_timeout"] = service.health_timeout
+    return fields
+
+
+def render_definition(fields: dict[str, Any]) -> str:
+    """YAML text of a definition, fields in their usual order."""
+    ordered = {key: fields[key] for key in FIELDS if fields.get(key) not in (None, "")}
+    if "node" in fields and fields["node"] == "":
+        ordered["node"] = ""
+    return yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                          width=1 << 16)
+
+
+def definition_path(directory: str, name: str) -> str:
+    """The file of service ``name``: an existing ``.yaml`` one, else ``name.yml``."""
+    yaml_path = os.path.join(directory, name + ".yaml")
+    if os.path.exists(yaml_path) and not os.path.exists(os.path.join(directory, name + ".yml")):
+        return yaml_path
+    return os.path.join(directory, name + ".yml")
+
+
+def write_definition(directory: str, fields: dict[str, Any]) -> Service:
+    """Validate ``fields`` exactly as a file is validated, then write the file
+    atomically. Nothing is written when they are invalid."""
+    name = fields.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise DefinitionError(os.path.join(directory, f"{name}.yml"),
+                              f"name {name!r} is not a valid service name")
+    path = definition_path(directory, name)
+    text = render_definition(fields)
+    service = parse_definition(text, path)
+    write_atomically(path, text)
+    return service
+
+
+def remove_definition(directory: str, name: str) -> list[str]:
+    """Delete every file defining ``name``; returns the paths removed."""
+    removed = []
+    for suffix in constants.DEFINITION_SUFFIXES:
+        path = os.path.join(directory, name + suffix)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

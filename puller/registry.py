@@ -195,7 +195,8 @@ class RegistryClient:
                 raise AuthenticationError(domain, "needs a login and this node has none: "
                                           f"run `docker login {domain}`", 401)
             return _basic(credentials)
-        if scheme != "bearer" or not params.get("realm"):
+        if scheme != "bearer" or urllib.parse.urlsplit(params.get("realm", "")).scheme not in (
+                "http", "https"):
             raise Unsupported(domain, f"unknown auth challenge {header!r}", 401)
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         realm = params["realm"]

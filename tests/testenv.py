@@ -9,14 +9,19 @@ version, so a test can see which image a container runs by fetching a page.
 
 from __future__ import annotations
 
+import base64
+import http.server
+import http.client
 import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -52,8 +57,8 @@ def fetch(port: int, path: str = "/", timeout: float = 1.0) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
             return response.read().decode()
-    except (urllib.error.URLError, OSError, ConnectionError):
-        return None
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return None  # refused, reset, or cut mid-answer by a container going away
 
 
 class Engine:
@@ -226,3 +231,264 @@ def inspect(name: str) -> dict | None:
     if result.returncode != 0:
         return None
     return json.loads(result.stdout)[0]
+
+
+# Authenticated registries ------------------------------------------------------
+
+
+def write_htpasswd(path, users: dict[str, str]) -> None:
+    """Write an htpasswd file of bcrypt lines, atomically: Distribution reads a
+    replaced file again without a restart."""
+    import bcrypt
+
+    lines = "".join(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+                    for user, password in users.items())
+    with open(f"{path}.tmp", "w") as handle:
+        handle.write(lines)
+    os.replace(f"{path}.tmp", path)
+
+
+def htpasswd_config(path) -> str:
+    """The registry config lines for Basic auth against an htpasswd file."""
+    return f"auth:\n  htpasswd:\n    realm: test\n    path: {path}\n"
+
+
+def docker_login(host: str, user: str, password: str, config_dir) -> None:
+    """``docker login`` into ``config_dir`` (never the user's own config)."""
+    docker("--config", str(config_dir), "login", "--username", user, "--password-stdin",
+           f"https://{host}", input=password, timeout=60)
+
+
+def rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_jwt(key, header: dict, claims: dict) -> str:
+    """A compact RS256 JWS of ``claims``."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    header = {"typ": "JWT", "alg": "RS256", **header}
+    signing_input = (_b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
+                     _b64url(json.dumps(claims, separators=(",", ":")).encode()))
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return signing_input + "." + _b64url(signature)
+
+
+def jwt_claims(token: str) -> dict:
+    """The claims of a compact JWT, unverified."""
+    return json.loads(_unb64url(token.split(".")[1]))
+
+
+def self_signed_certificate(key, name: str = "puller test token issuer"):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+
+
+def service_account_file(path, token_uri: str, email: str = "puller-test@example.iam.gserviceaccount.com"
+                         ) -> str:
+    """A Google service-account key file (a fresh RSA key) whose token_uri is
+    ``token_uri``: google-auth then asks that endpoint for access tokens."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = rsa_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()).decode()
+    info = {"type": "service_account", "project_id": "puller-test",
+            "private_key_id": uuid.uuid4().hex, "private_key": pem, "client_email": email,
+            "client_id": "1234567890", "token_uri": token_uri}
+    with open(path, "w") as handle:
+        json.dump(info, handle)
+    return str(path)
+
+
+@dataclass
+class TokenRequest:
+    method: str
+    user: str | None  # the Basic user, or the service account (iss) of a JWT grant
+    scopes: tuple[str, ...]
+    agent: str
+
+
+class TokenServer:
+    """A token server on a free port of 127.0.0.1, served by a thread of this process.
+
+    - ``GET /token``: Docker Distribution token auth. Checks the Basic
+      credentials against ``users`` (401 otherwise) and grants every scope
+      asked (``repository:NAME:pull,push``) in an RS256 JWT whose header
+      carries the signing certificate (``x5c``); ``rootcertbundle`` is that
+      certificate, for the registry's config (``registry_auth_config``).
+    - ``POST /token``: Google's OAuth endpoint for a service account's JWT
+      bearer grant: answers ``google_token``.
+
+    ``requests`` records what was asked. ``close()`` stops the thread and
+    removes the files; usable as a context manager.
+    """
+
+    def __init__(self, users: dict[str, str] | None = None, google_token: str | None = None,
+                 service: str = "test-registry", issuer: str = "test-issuer",
+                 expires_in: int = 300):
+        self.users = dict(users or {})
+        self.google_token = google_token
+        self.service = service
+        self.issuer = issuer
+        self.expires_in = expires_in
+        self.requests: list[TokenRequest] = []
+        self.root = ""
+        self._server = None
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def realm(self) -> str:
+        return self.url + "/token"
+
+    @property
+    def rootcertbundle(self) -> str:
+        return os.path.join(self.root, "token-cert.pem")
+
+    def registry_auth_config(self) -> str:
+        return ("auth:\n  token:\n"
+                f"    realm: {self.realm}\n    service: {self.service}\n"
+                f"    issuer: {self.issuer}\n    rootcertbundle: {self.rootcertbundle}\n")
+
+    def start(self) -> "TokenServer":
+        from cryptography.hazmat.primitives import serialization
+
+        self.root = tempfile.mkdtemp(prefix="puller-tokens-")
+        self._key = rsa_key()
+        certificate = self_signed_certificate(self._key)
+        self._x5c = base64_std(certificate.public_bytes(serialization.Encoding.DER))
+        with open(self.rootcertbundle, "wb") as handle:
+            handle.write(certificate.public_bytes(serialization.Encoding.PEM))
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                server._registry_token(self)
+
+            def do_POST(self):  # noqa: N802
+                server._google_token(self)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="test-token-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._thread.join(timeout=10)
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "TokenServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def google_requests(self) -> list[TokenRequest]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    # Handlers ---------------------------------------------------------------
+
+    @staticmethod
+    def _answer(handler, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _registry_token(self, handler) -> None:
+        url = urllib.parse.urlsplit(handler.path)
+        query = urllib.parse.parse_qs(url.query)
+        scopes = tuple(query.get("scope", []))
+        user = None
+        authorization = handler.headers.get("Authorization", "")
+        if authorization.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+            except ValueError:
+                user, password = None, None
+            if user not in self.users or self.users[user] != password:
+                user = None
+        self.requests.append(TokenRequest("GET", user, scopes,
+                                          handler.headers.get("User-Agent", "")))
+        if url.path != "/token":
+            return self._answer(handler, 404, {"errors": [{"message": "not found"}]})
+        if user is None:
+            return self._answer(handler, 401, {"errors": [{"code": "UNAUTHORIZED"}]},
+                                {"WWW-Authenticate": 'Basic realm="test-tokens"'})
+        access = []
+        for scope in scopes:
+            for item in scope.split(" "):
+                kind, _, rest = item.partition(":")
+                name, _, actions = rest.rpartition(":")
+                if kind and name:
+                    access.append({"type": kind, "name": name,
+                                   "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.expires_in,
+                  "nbf": now - 1, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        token = sign_jwt(self._key, {"x5c": [self._x5c]}, claims)
+        self._answer(handler, 200, {"token": token, "access_token": token,
+                                    "expires_in": self.expires_in})
+
+    def _google_token(self, handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(handler.rfile.read(length).decode())
+        assertion = (form.get("assertion") or [""])[0]
+        try:
+            issuer = jwt_claims(assertion).get("iss")
+        except (ValueError, IndexError):
+            issuer = None
+        self.requests.append(TokenRequest("POST", issuer, (),
+                                          handler.headers.get("User-Agent", "")))
+        grant = (form.get("grant_type") or [""])[0]
+        if (handler.path != "/token" or self.google_token is None or issuer is None
+                or grant != "urn:ietf:params:oauth:grant-type:jwt-bearer"):
+            return self._answer(handler, 400, {"error": "invalid_grant"})
+        self._answer(handler, 200, {"access_token": self.google_token, "expires_in": 3599,
+                                    "token_type": "Bearer"})
+
+
+def base64_std(data: bytes) -> str:
+    return base64.b64encode(data).decode()

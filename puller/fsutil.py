@@ -1,0 +1,32 @@
+"""Files written atomically: a temp file beside the target, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old or the new
+    content, never a part; a crash leaves no half-written file behind."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                    dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,128 @@
+"""Every revision of each service, and the image digest that actually ran for it.
+
+An entry is added when a service's definition changes, and when the image
+deployed for an unchanged definition changes (a moved tag). ``rollback_fields``
+(pure) picks what a rollback makes current again: the previous entry, pinned
+to the digest that ran then, so it is exact even after the tag has moved.
+The history of this node is kept in ``<state_dir>/history.json``, written
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from typing import Any, Mapping
+
+from . import constants
+from .errors import PullerError
+from .fsutil import write_atomically
+
+log = logging.getLogger(__name__)
+
+PINNED = "digest"
+
+
+class NoRollback(PullerError):
+    """Nothing to roll back to."""
+
+
+def without_pin(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if key != PINNED}
+
+
+def rollback_fields(entries: list[dict], current: Mapping[str, Any],
+                    to: str | None = None) -> dict[str, Any]:
+    """The definition a rollback makes current (pure).
+
+    ``to`` None: the latest earlier entry that differs from what runs now
+    (definition or digest), pinned to its digest. ``to`` a digest: the current
+    definition pinned to it. ``to`` a tag: the latest entry that ran that tag,
+    pinned to its digest — or, if none ran it here, the tag itself, unpinned.
+    """
+    name = current.get("name", "?")
+    if to and to.startswith("sha256:"):
+        return {**current, PINNED: to}
+    if to:
+        for entry in reversed(entries):
+            if entry["fields"].get("tag") == to and entry.get("digest"):
+                return {**without_pin(entry["fields"]), PINNED: entry["digest"]}
+        return {**without_pin(current), "tag": to}
+    deployed = [entry for entry in entries if entry.get("digest")]
+    if not deployed:
+        raise NoRollback(f"{name} has no earlier deployed revision on this node to roll back to")
+    now = deployed[-1]
+    now_key = (without_pin(now["fields"]), now["digest"])
+    for entry in reversed(deployed[:-1]):
+        if (without_pin(entry["fields"]), entry["digest"]) != now_key:
+            return {**without_pin(entry["fields"]), PINNED: entry["digest"]}
+    raise NoRollback(f"{name} has no earlier deployed revision on this node to roll back to "
+                     f"(the history holds {len(entries)} revision(s); `puller history {name}`)")
+
+
+class History:
+    """The revisions of every service on this node, persisted as JSON."""
+
+    def __init__(self, path: str, node: str, length: int = constants.HISTORY_LENGTH):
+        self.path = path
+        self.node = node
+        self.length = length
+        self._lock = threading.Lock()
+        self._sources: dict[str, str] = {}
+        self.entries: dict[str, list[dict]] = self._load()
+
+    def _load(self) -> dict[str, list[dict]]:
+        try:
+            with open(self.path) as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("history %s cannot be read (%s); starting a new one", self.path, exc)
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {name: entries for name, entries in data.items() if isinstance(entries, list)}
+
+    def _save(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            write_atomically(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
+        except OSError as exc:
+            log.warning("cannot write the history %s: %s", self.path, exc)
+
+    def expect(self, name: str, source: str) -> None:
+        """The next change of ``name`` comes from ``source`` (api, tag, rollback...)."""
+        with self._lock:
+            self._sources[name] = source
+
+    def observe(self, fields_by_name: Mapping[str, Mapping[str, Any]],
+                deployed: Mapping[str, str], now: float) -> None:
+        """Record changed definitions, and the digests deployed for them."""
+        changed = False
+        with self._lock:
+            for name, fields in fields_by_name.items():
+                entries = self.entries.setdefault(name, [])
+                last = entries[-1] if entries else None
+                digest = deployed.get(name)
+                if last is None or last["fields"] != dict(fields):
+                    entries.append({"fields": dict(fields), "at": now, "node": self.node,
+                                    "source": self._sources.pop(name, "file"), "digest": digest,
+                                    "deployed_at": now if digest else None})
+                elif digest and last.get("digest") is None:
+                    last["digest"], last["deployed_at"] = digest, now
+                elif digest and last.get("digest") != digest:
+                    entries.append({"fields": dict(fields), "at": now, "node": self.node,
+                                    "source": "image", "digest": digest, "deployed_at": now})
+                else:
+                    continue
+                del entries[:-self.length]
+                changed = True
+            if changed:
+                self._save()
+
+    def revisions(self, name: str) -> list[dict]:
+        with self._lock:
+            return [dict(entry) for entry in self.entries.get(name, [])]
