@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ def _candidates(mapping: dict, registry: str) -> list[str]:
     then any other whose host part is the registry (docker's fallback)."""
     keys = [key for key in _keys_for(registry) if key in mapping]
     hosts = {convert_to_hostname(key) for key in _keys_for(registry)}
-    keys += sorted(key for key in mapping
-                   if isinstance(key, str) and key not in keys and convert_to_hostname(key) in hosts)
+    keys += sorted(key for key in mapping if isinstance(key, str) and key not in keys
+                   and convert_to_hostname(key) in hosts)
     return keys
 
 
@@ -115,24 +116,36 @@ def helper_for(config: dict, registry: str) -> str | None:
     return store if isinstance(store, str) and store else None
 
 
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(helper: str, message: str) -> None:
+    """A broken helper is asked on every check: say so once, then at DEBUG."""
+    with _warned_lock:
+        first = (helper, message) not in _warned
+        _warned.add((helper, message))
+    log.log(logging.WARNING if first else logging.DEBUG, "%s", message)
+
+
 def from_helper(helper: str, registry: str) -> Credentials | None:
     """Ask ``docker-credential-<helper> get`` (the docker credential helper protocol)."""
     server = DOCKER_HUB_AUTH_KEY if registry in DOCKER_HUB_HOSTS else registry
     if not helper or "/" in helper:  # a name, never a path to run
-        log.warning("docker config: ignoring the credential helper %r", helper)
+        _warn_once(helper, f"docker config: ignoring the credential helper {helper!r}")
         return None
     try:
         result = subprocess.run([f"docker-credential-{helper}", "get"], input=server,
                                 capture_output=True, text=True, timeout=30)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:  # ValueError: not UTF-8
-        log.warning("credential helper docker-credential-%s failed: %s", helper, exc)
+        _warn_once(helper, f"credential helper docker-credential-{helper} failed: {exc}")
         return None
     if result.returncode != 0:
         return None  # "credentials not found in native keychain"
     try:
         data = json.loads(result.stdout)
     except ValueError:
-        log.warning("credential helper docker-credential-%s answered no JSON", helper)
+        _warn_once(helper, f"credential helper docker-credential-{helper} answered no JSON")
         return None
     if not isinstance(data, dict):
         return None

@@ -148,14 +148,16 @@ class Freshness:
         self._record(ref, Remote(digest=digest, checked_at=now))
 
     def _head(self, reference: Reference) -> str:
+        google = self.is_google(reference.domain)
+        token = self.google.current() if google else None
         try:
             return self.client.head_digest(reference)
         except AuthenticationError:
-            if not self.is_google(reference.domain):
+            if not google:
                 raise
-            # a stale token: refresh once, retry once
+            # a stale token: refresh once (unless a concurrent check just did), retry once
             self.client.forget_tokens(reference.domain)
-            self.google.token(reference.domain, force_refresh=True)
+            self.google.token(reference.domain, force_refresh=True, stale=token)
             return self.client.head_digest(reference)
 
     def _fail(self, ref: str, error: str, now: float, retry_after: float | None = None) -> None:

@@ -47,7 +47,10 @@ class GoogleTokens:
         self._credentials = None
         self._lock = threading.Lock()
 
-    def token(self, registry: str, force_refresh: bool = False) -> str:
+    def token(self, registry: str, force_refresh: bool = False, stale: str | None = None) -> str:
+        """A valid access token. ``force_refresh`` gets a new one (the registry
+        refused it) — unless ``stale``, the token that was refused, is given and
+        another caller has replaced it meanwhile."""
         import google.auth
         import google.auth.exceptions
         import google.auth.transport.requests
@@ -56,6 +59,8 @@ class GoogleTokens:
             try:
                 if self._credentials is None:
                     self._credentials, _project = google.auth.default(scopes=list(SCOPES))
+                if force_refresh and stale is not None and self._credentials.token != stale:
+                    force_refresh = False  # already refreshed by another check
                 if force_refresh or not self._credentials.valid:
                     self._credentials.refresh(google.auth.transport.requests.Request())
             except (google.auth.exceptions.GoogleAuthError, ValueError, OSError) as exc:
@@ -63,6 +68,11 @@ class GoogleTokens:
                     self._credentials = None
                 raise GoogleAuthError(registry, _first_line(exc)) from None
             return self._credentials.token
+
+    def current(self) -> str | None:
+        """The token in hand, valid or not, without asking anyone (None: none yet)."""
+        with self._lock:
+            return getattr(self._credentials, "token", None)
 
     def credentials(self, registry: str, force_refresh: bool = False) -> Credentials:
         return Credentials(USERNAME, self.token(registry, force_refresh))

@@ -42,6 +42,7 @@ MANIFEST_TYPES = (
 DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_DIGEST = re.compile(r"sha(?:256:[0-9a-f]{64}|384:[0-9a-f]{96}|512:[0-9a-f]{128})")
 
 
 class RegistryError(PullerError):
@@ -149,8 +150,8 @@ class RegistryClient:
             response = self._request("HEAD", url, headers, domain)
         if response.status == 200:
             digest = response.headers.get("Docker-Content-Digest")
-            if digest:
-                return digest
+            if digest and _DIGEST.fullmatch(digest.strip()):
+                return digest.strip()
             # No header (some registries): the digest of the manifest body.
             body = self._request("GET", url, headers, domain)
             if body.status == 200:
@@ -214,7 +215,13 @@ class RegistryClient:
             value = data.get("token") or data["access_token"]
         except (ValueError, KeyError, AttributeError):
             raise Unsupported(domain, "the token server's answer has no token", 200) from None
-        expires = time.time() + float(data.get("expires_in") or 60)
+        if not isinstance(value, str) or not value:
+            raise Unsupported(domain, "the token server's answer has no token", 200)
+        try:  # the spec: 60 s when not said, and never less
+            lifetime = max(60.0, float(data.get("expires_in") or 60))
+        except (TypeError, ValueError):
+            lifetime = 60.0
+        expires = time.time() + lifetime
         with self._lock:
             self._tokens[(domain, scope)] = _Token(value, expires)
         return f"Bearer {value}"
