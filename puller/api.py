@@ -156,6 +156,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if length < 0 or length > constants.API_MAX_BODY:
+            if 0 < length <= 8 * constants.API_MAX_BODY:
+                # read what was sent, so the client sees the answer, not a reset
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 1 << 16))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
+                length = 1
             self._send(413 if length > 0 else 400,
                        {"error": f"the body must be at most {constants.API_MAX_BODY} bytes"},
                        close=True)
@@ -213,7 +221,24 @@ def _pull(api: Api, request: Request) -> tuple[int, Any]:
 
 route("POST", "/v1/services/{name}/pull")(_pull)
 route("GET", "/v1/pull/{name}")(_pull)  # the original's path
-route("GET", "/v1/propagate-and-pull/{name}")(_pull)  # the original's; this node only, so far
+
+
+@route("POST", "/v1/services/{name}/pull-all")
+def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
+    """Every node checks and deploys the service now; one answer per node."""
+    name = request.params["name"]
+    results = [api.daemon._peer_pull({"service": name})]
+    if api.daemon.cluster is not None:
+        results += api.daemon.cluster.broadcast("pull", {"service": name})
+    if not any(r.get("runs_here") for r in results) and all(
+            r.get("runs_here") is False for r in results):
+        known = api.daemon.definitions.scan().services
+        if name not in known:
+            raise ApiProblem(404, f"no service {name!r} is defined")
+    return 200, {"service": name, "nodes": results}
+
+
+route("GET", "/v1/propagate-and-pull/{name}")(pull_everywhere)  # the original's path
 
 
 @route("POST", "/v1/hooks/registry")
@@ -396,4 +421,10 @@ def history(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("GET", "/v1/cluster")
 def cluster(api: Api, request: Request) -> tuple[int, Any]:
-    return 200, {"nodes": [api.daemon.status()]}
+    """Every reachable node's status (this one first), and this node's peers."""
+    nodes = [api.daemon.status()]
+    peers: list = []
+    if api.daemon.cluster is not None:
+        nodes += api.daemon.cluster.broadcast("status", {})
+        peers = api.daemon.cluster.peer_table()
+    return 200, {"nodes": nodes, "peers": peers}

@@ -73,6 +73,24 @@ def _setup_logging(verbose: bool) -> None:
               default=constants.DEFAULT_STATE_DIR, show_default=True,
               type=click.Path(file_okay=False),
               help="puller's own state: its docker config for Google registries.")
+@click.option("-join", "--join", "join", multiple=True, envvar="PULLER_JOIN",
+              help="A peer to join, host[:port] (default port 7946); repeatable, or a comma list.")
+@click.option("-cluster", "--cluster", "cluster_name", default=constants.DEFAULT_CLUSTER,
+              show_default=True, envvar="PULLER_CLUSTER",
+              help="The cluster's name: clusters with other names on the same LAN stay apart.")
+@click.option("-secret-file", "--secret-file", "secret_file", envvar="PULLER_SECRET_FILE",
+              type=click.Path(dir_okay=False), default=None,
+              help="File holding the cluster secret (or set PULLER_SECRET). Without a secret the "
+                   "sync port listens on loopback only.")
+@click.option("-zeroconf", "--zeroconf", "zeroconf", default=True, show_default=True,
+              envvar="PULLER_ZEROCONF", type=click.BOOL,
+              help="Find peers on the LAN with mDNS (-zeroconf=false turns it off).")
+@click.option("-bind", "--bind", "bind", envvar="PULLER_BIND", default=None,
+              help="Address of the sync port [default: 0.0.0.0 with a secret, else 127.0.0.1].")
+@click.option("-name-template", "--name-template", "name_template", default="{service}",
+              show_default=True, envvar="PULLER_NAME_TEMPLATE",
+              help="Container names: {service} and {node}; {node}-{service} lets several nodes "
+                   "share one Docker engine.")
 @click.option("-google-registry", "--google-registry", "google_registries", multiple=True,
               envvar="PULLER_GOOGLE_REGISTRY",
               help="A registry host (glob) to log in to with Google credentials, besides "
@@ -82,7 +100,8 @@ def _setup_logging(verbose: bool) -> None:
 def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
         interval: float, pull_every: int, verbose: bool, apikey: str | None,
         api_addr: str | None, api_url: str | None, state_dir: str,
-        google_registries: tuple[str, ...]) -> None:
+        join: tuple[str, ...], cluster_name: str, secret_file: str | None, zeroconf: bool,
+        bind: str | None, name_template: str, google_registries: tuple[str, ...]) -> None:
     """puller: keeps Docker containers deployed from YAML service definitions.
 
     \b
@@ -104,7 +123,42 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
     run_daemon(Config(node=node, directory=directory, port=port, interval=interval,
                       pull_every=pull_every, state_dir=state_dir,
                       google_registries=DEFAULT_GOOGLE_REGISTRIES + tuple(google_registries),
-                      apikey=apikey or None, api_addr=api_addr))
+                      apikey=apikey or None, api_addr=api_addr,
+                      name_template=_name_template(name_template),
+                      cluster=cluster_name, secret=_secret(secret_file),
+                      join=tuple(seed for item in join for seed in item.split(",") if seed.strip()),
+                      zeroconf=zeroconf, bind=bind))
+
+
+def _name_template(template: str) -> str:
+    import re
+
+    try:
+        sample = template.format(service="web", node="box-1")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise click.BadParameter(f"{template!r}: {exc}; use {{service}} and {{node}}",
+                                 param_hint="-name-template") from None
+    if "{service}" not in template or not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", sample):
+        raise click.BadParameter(f"{template!r} must contain {{service}} and give a valid "
+                                 "container name", param_hint="-name-template")
+    return template
+
+
+def _secret(path: str | None) -> bytes | None:
+    import os
+
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                secret = handle.read().strip()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}",
+                                     param_hint="-secret-file") from None
+        if not secret:
+            raise click.BadParameter(f"{path} is empty", param_hint="-secret-file")
+        return secret
+    value = os.environ.get("PULLER_SECRET", "").strip()
+    return value.encode() if value else None
 
 
 def run_daemon(config: "Config") -> None:
@@ -153,10 +207,28 @@ def _echo_json(data) -> None:
 
 @cli.command("pull")
 @click.argument("name")
+@click.option("--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
 @click.pass_context
-def pull_command(ctx: click.Context, name: str, as_json: bool) -> None:
+def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
     """Check NAME's image in the registry now, and deploy it if it moved."""
+    if everywhere:
+        result = _call(ctx, "POST", f"/v1/services/{name}/pull-all")
+        if as_json:
+            return _echo_json(result)
+        errors = []
+        for node in result["nodes"]:
+            if node.get("error"):
+                errors.append(f"{node.get('node') or node.get('addr')}: {node['error']}")
+            elif node.get("runs_here"):
+                what = "; ".join(f"{s['action']}: {s['reason']}" for s in node["steps"])
+                click.echo(f"{node['node']}: {'pulled; ' if node['pulled'] else ''}{what}")
+                errors += [f"{node['node']}: {e}" for e in node.get("errors", [])]
+            else:
+                click.echo(f"{node['node']}: does not run {name}")
+        if errors:
+            raise click.ClickException("; ".join(errors))
+        return
     result = _call(ctx, "POST", f"/v1/services/{name}/pull")
     if as_json:
         _echo_json(result)

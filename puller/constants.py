@@ -14,7 +14,7 @@ DEFAULT_PULL_EVERY = 1  # pull on every Nth pass
 DEFAULT_TAG = "latest"
 
 PULL_WORKERS = 4  # pulls of distinct images run concurrently, at most this many
-WATCH_DEBOUNCE = 0.05  # seconds to coalesce a burst of file events into one pass
+WATCH_DEBOUNCE = 0.02  # seconds to coalesce a burst of file events into one pass
 
 START_BACKOFF_MIN = 1.0  # seconds before restarting an exited container again
 START_BACKOFF_MAX = 300.0
@@ -41,3 +41,9 @@ API_PASS_TIMEOUT = 300.0  # seconds an HTTP trigger waits for its pass
 DEFAULT_HEALTH_TIMEOUT = 10.0  # seconds a new container must stay up before its predecessor goes
 HISTORY_LENGTH = 20  # revisions kept per service
 PROBATION_CHECK = 1.0  # seconds between looks at a container on probation
+
+DEFAULT_CLUSTER = "default"
+SYNC_INTERVAL = 2.0  # seconds between anti-entropy rounds
+SYNC_FANOUT = 3  # peers asked each round
+SYNC_TIMEOUT = 3.0  # seconds for a peer to connect and answer each frame
+PEER_BACKOFF_MAX = 10.0  # seconds between tries of a peer that does not answer, at most

@@ -69,7 +69,7 @@ class Container:
     @property
     def is_previous(self) -> bool:
         """A stopped predecessor kept while its successor is being deployed."""
-        return self.service is not None and self.name == self.service + constants.PREVIOUS_SUFFIX
+        return self.service is not None and self.name.endswith(constants.PREVIOUS_SUFFIX)
 
     def describe_state(self) -> str:
         if self.status == "exited":

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -23,6 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import constants
+from .cluster import Cluster, ClusterConfig
 from .container import Container, Image
 from .definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
 from .docker import Docker
@@ -49,6 +50,15 @@ class Config:
     google_registries: tuple[str, ...] = DEFAULT_GOOGLE_REGISTRIES
     apikey: str | None = None
     api_addr: str | None = None  # default: 127.0.0.1, or every address with an API key
+    name_template: str = "{service}"  # container names; {node}-{service} lets nodes share an engine
+    cluster: str = constants.DEFAULT_CLUSTER
+    secret: bytes | None = None  # cluster secret; without it the sync port is loopback only
+    join: tuple[str, ...] = ()
+    zeroconf: bool = True
+    bind: str | None = None  # sync address: default 0.0.0.0 with a secret, else 127.0.0.1
+
+    def container_name(self, service: str) -> str:
+        return self.name_template.format(service=service, node=self.node)
 
 
 @dataclass
@@ -105,7 +115,8 @@ class Daemon:
         self.logins = GoogleLogins(self.docker, self.freshness.google,
                                    os.path.join(config.state_dir, "docker"),
                                    config.google_registries)
-        self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for)
+        self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for,
+                                 container_name=config.container_name)
         self.memory = Memory()
         self.history = History(os.path.join(config.state_dir, "history.json"), config.node)
         self.last_report: PassReport | None = None
@@ -116,6 +127,7 @@ class Daemon:
         self._stop = threading.Event()
         self._observer: Observer | None = None
         self._api = None
+        self.cluster: Cluster | None = None
 
     # One pass ------------------------------------------------------------------
 
@@ -131,6 +143,8 @@ class Daemon:
         now = time.time() if now is None else now
         calls_before = self.docker.calls
         self.passes += 1
+        if self.cluster is not None:
+            self.cluster.sync_dir()  # version local edits, push them to peers
         scan = self.definitions.scan()
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
@@ -153,14 +167,19 @@ class Daemon:
             self.freshness.note(ref, digest, now)
             remotes[ref] = self.freshness.remotes()[ref]
         self.freshness.forget(tags)
-        images = self.docker.images(refs)
-        pulls = self.executor.pull(plan_pulls(services, images, remotes))
-        if pulls:
+        # The containers are read while the images are looked at and pulled:
+        # both are on the path from an edit to its container.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
+            containers_read = pool.submit(self.docker.containers, self.config.node)
             images = self.docker.images(refs)
-        containers = self.docker.containers(self.config.node)
+            pulls = self.executor.pull(plan_pulls(services, images, remotes))
+            if pulls:
+                images = self.docker.images(refs)
+            containers = containers_read.result()
         the_plan = plan(services, containers, images, self.memory, now,
                         defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
-                        remotes=self.freshness.remotes())
+                        remotes=self.freshness.remotes(),
+                        container_name=self.config.container_name)
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -183,7 +202,8 @@ class Daemon:
                   containers: Iterable[Container]) -> dict[str, str]:
         """The digest each service runs, once its container is up to date and
         past probation (for the history)."""
-        current = {c.service: c for c in containers if c.service and c.name == c.service}
+        current = {c.service: c for c in containers
+                   if c.service and c.name == self.config.container_name(c.service)}
         remotes = self.freshness.remotes()
         deployed = {}
         for name, service in services.items():
@@ -236,7 +256,8 @@ class Daemon:
         for error in report.scan.errors:
             errors.setdefault(os.path.splitext(os.path.basename(error.path))[0], str(error))
         containers = {c.service: c for c in report.containers
-                      if c.service is not None and c.name == c.service}
+                      if c.service is not None
+                      and c.name == self.config.container_name(c.service)}
         for name, service in sorted(report.scan.services.items()):
             if not service.matches(self.config.node):
                 continue
@@ -328,10 +349,43 @@ class Daemon:
                                   f"{exc.strerror or exc}; is another puller running? "
                                   "(-port picks another)") from None
 
+    def start_cluster(self) -> None:
+        if self.cluster is not None:
+            return
+        config = self.config
+        bind = config.bind or ("0.0.0.0" if config.secret else "127.0.0.1")
+        if not config.secret and not _is_loopback(bind):
+            raise PullerError(f"refusing to sync on {bind} without a cluster secret: a definition "
+                              "is a docker run line run as root on every node; set -secret-file "
+                              "or PULLER_SECRET")
+        self.cluster = Cluster(
+            ClusterConfig(node=config.node, directory=config.directory, port=config.port,
+                          bind=bind, cluster=config.cluster, secret=config.secret,
+                          join=config.join, zeroconf=config.zeroconf),
+            on_change=self.wake,
+            handlers={"pull": self._peer_pull, "status": lambda body: self.status()},
+        ).start()
+
+    def _peer_pull(self, body: dict) -> dict:
+        """A peer asks this node to check and deploy a service now."""
+        from .api import service_result
+
+        name = str(body.get("service", ""))
+        try:
+            report = self.request_pass(services=[name]).result(timeout=constants.API_PASS_TIMEOUT)
+        except Exception as exc:  # reported to the asking node, never fatal here
+            return {"node": self.config.node, "service": name, "error": str(exc)}
+        service = report.scan.services.get(name)
+        if service is None or not service.matches(self.config.node):
+            return {"node": self.config.node, "service": name, "runs_here": False}
+        return {"node": self.config.node, "runs_here": True,
+                **service_result(report, name, service.image_ref)}
+
     def run(self) -> None:
         """Pass after pass until ``stop()``."""
         os.makedirs(self.config.directory, exist_ok=True)
         self.start_api()
+        self.start_cluster()
         self.start_watching()
         log.info("puller on node %s: watching %s, a pass every %g s, pulling every %d pass(es)",
                  self.config.node, self.config.directory, self.config.interval,
@@ -382,6 +436,9 @@ class Daemon:
         api, self._api = self._api, None
         if api is not None:
             api.close()
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.close()
         self._answer(self._take_requests(), error=PullerError("the daemon is stopping"))
         observer, self._observer = self._observer, None
         if observer is not None:

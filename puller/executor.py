@@ -43,11 +43,11 @@ class Outcome:
         return self.error is None
 
 
-def run_options(target: Target, node: str) -> list[str]:
+def run_options(target: Target, node: str, name: str | None = None) -> list[str]:
     """The options puller adds to the user's ``docker run`` line."""
     service = target.service
     return [
-        "--name", service.name,
+        "--name", name or service.name,
         "--detach",
         "--label", f"{constants.LABEL_SERVICE}={service.name}",
         "--label", f"{constants.LABEL_NODE}={node}",
@@ -56,20 +56,22 @@ def run_options(target: Target, node: str) -> list[str]:
     ]
 
 
-def run_command(target: Target, node: str) -> list[str]:
-    """The full argv after ``docker`` for the service's container."""
+def run_command(target: Target, node: str, name: str | None = None) -> list[str]:
+    """The full argv after ``docker`` for the service's container (named ``name``)."""
     service = target.service
-    return service.run.command(service.image_ref, run_options(target, node))
+    return service.run.command(service.image_ref, run_options(target, node, name))
 
 
 class Executor:
     """Runs pull and container steps; steps of distinct services run concurrently."""
 
     def __init__(self, docker: Docker, node: str, workers: int = constants.DEPLOY_WORKERS,
-                 pull_config: Callable[[str, bool], str | None] | None = None):
+                 pull_config: Callable[[str, bool], str | None] | None = None,
+                 container_name: Callable[[str], str] = str):
         self.docker = docker
         self.node = node
         self.workers = workers
+        self.container_name = container_name  # service name → container name
         # ref, refresh → the docker config dir to pull it with (None: the host's);
         # logs in to Google registries on the way.
         self.pull_config = pull_config or (lambda ref, refresh: None)
@@ -157,7 +159,7 @@ class Executor:
             elif step.action is Action.RESTORE:
                 if step.failed is not None:
                     self._discard(step.failed)
-                self._put_back(step.container, step.service, start=True)
+                self._put_back(step.container, self.container_name(step.service), start=True)
             else:
                 raise AssertionError(f"unexpected step {step}")
         except DockerError as exc:
@@ -169,20 +171,23 @@ class Executor:
             new_id = self._run_checked(target)
         except DockerError as exc:
             self._discard_failed(target)
-            return Outcome(step, error=_explain(exc, target.service.name))
+            return Outcome(step, error=_explain(exc, self.container_name(target.service.name)))
         return Outcome(step, container_id=new_id)
 
     def _recreate(self, step: Step, target: Target, old: Container) -> Outcome:
-        name = target.service.name
+        name = self.container_name(target.service.name)
         aside = name + constants.PREVIOUS_SUFFIX
         # A predecessor found already set aside (an update interrupted by a
         # crash) ran before: it is started again if its successor fails.
         was_running = old.running or old.is_previous
         try:
-            if old.name != aside:
-                self.docker.rename(old.id, aside)
-            if old.running:
-                self.docker.stop(old.id)
+            # rename and stop at once: both must be done before the new one runs
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-aside") as pool:
+                stopped = pool.submit(self.docker.stop, old.id) if old.running else None
+                if old.name != aside:
+                    self.docker.rename(old.id, aside)
+                if stopped is not None:
+                    stopped.result()
         except DockerError as exc:
             # Nothing was started yet: make sure the old one is as it was.
             self._put_back(old, name, start=old.running, quiet=True)
@@ -209,9 +214,10 @@ class Executor:
     def _run_checked(self, target: Target) -> str:
         """``docker run`` the target; a container that is not running right after
         its start counts as a failure."""
-        argv = run_command(target, self.node)
+        name = self.container_name(target.service.name)
+        argv = run_command(target, self.node, name)
         new_id = self.docker.run(argv)
-        started = self.docker.inspect_container(new_id or target.service.name)
+        started = self.docker.inspect_container(new_id or name)
         if started is None:
             raise DockerError(["docker", *argv], 0, "the new container vanished right after its start")
         failed = started.status in ("created", "dead", "removing") or (
@@ -230,7 +236,7 @@ class Executor:
         """Remove what a failed ``docker run`` left behind under the service's
         name — but only if it is ours, with this very hash."""
         try:
-            left = self.docker.inspect_container(target.service.name)
+            left = self.docker.inspect_container(self.container_name(target.service.name))
             if (left is not None and left.node == self.node
                     and left.config_hash == target.config_hash):
                 self.docker.remove(left.id)

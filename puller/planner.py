@@ -12,8 +12,9 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
+from . import constants
 from .container import Container, Image
 from .definitions import Service
 from .errors import ImageReferenceError
@@ -202,6 +203,7 @@ def plan(
     broken: Iterable[str] = (),
     complete: bool = True,
     remotes: Mapping[str, "Remote"] | None = None,
+    container_name: Callable[[str], str] = str,
 ) -> Plan:
     """Steps that bring this node's containers to ``services``.
 
@@ -220,9 +222,9 @@ def plan(
         name = container.service
         if name is None:
             continue  # not labelled as a service: not ours to judge
-        if container.name == name:
+        if container.name == container_name(name):
             current[name] = container
-        elif container.is_previous:
+        elif container.name == container_name(name) + constants.PREVIOUS_SUFFIX:
             previous[name] = container
         elif name in services:
             steps.append(Step(
@@ -308,6 +310,8 @@ def _plan_service(
     trial = memory.probation.get(name)
     if previous is not None and trial is not None and trial.container_id == current.id:
         verdict = _probation_verdict(current, trial, now)
+        if verdict is None and current.config_hash != wanted:
+            verdict = ""  # a newer version is wanted: the trial ends early, as passed
         if verdict is None:
             return [Step(Action.KEEP, name,
                          f"new container on probation for {trial.until - now:.0f} s more",

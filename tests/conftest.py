@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
+
+from .testenv import Cleanup, Engine, Registry, build_image
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +23,41 @@ def no_thread_leak():
             break
         time.sleep(0.05)
     assert not leaked, f"threads leaked by the test: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    engine = Engine()
+    try:
+        engine.ensure()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def registry(engine):
+    registry = Registry().start()
+    yield registry
+    registry.close()
+
+
+@dataclass(frozen=True)
+class Images:
+    repo: str  # REGISTRY/web, tags v1 and v2 serve "v1" and "v2"
+
+
+@pytest.fixture(scope="session")
+def images(registry):
+    repo = f"{registry.host}/web"
+    build_image(f"{repo}:v1", "v1")
+    build_image(f"{repo}:v2", "v2")
+    yield Images(repo)
+
+
+@pytest.fixture
+def cleanup(engine):
+    cleanup = Cleanup()
+    yield cleanup
+    cleanup.close()

@@ -5,6 +5,9 @@ Nothing here is mocked. ``Engine.ensure()`` uses the running engine or starts
 (``docker-registry``) on a free loopback port with storage in a temp dir;
 ``build_image`` makes a busybox image whose ``/www/index.html`` tells its
 version, so a test can see which image a container runs by fetching a page.
+For registries that want credentials: ``write_htpasswd`` (Basic auth),
+``TokenServer`` (Distribution's token auth, and Google's OAuth endpoint for a
+``service_account_file``), ``docker_login`` into a docker config of the test's.
 """
 
 from __future__ import annotations
@@ -218,8 +221,11 @@ class Cleanup:
             ids.update(docker("ps", "-aq", "--filter", flt, check=False).stdout.split())
         if ids:
             docker("rm", "-f", *sorted(ids), check=False)
-        if self.images:
-            docker("image", "rm", "-f", *self.images, check=False)
+        # images of the test's own repositories (named after the run id), and any recorded
+        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
+        mine = [ref for ref in listed.split() if self.run_id in ref]
+        if self.images or mine:
+            docker("image", "rm", "-f", *self.images, *mine, check=False)
 
 
 def image_id(ref: str) -> str:
@@ -241,7 +247,8 @@ def write_htpasswd(path, users: dict[str, str]) -> None:
     replaced file again without a restart."""
     import bcrypt
 
-    lines = "".join(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+    salt = bcrypt.gensalt(rounds=4)  # the cheapest cost: the registry checks every request
+    lines = "".join(f"{user}:{bcrypt.hashpw(password.encode(), salt).decode()}\n"
                     for user, password in users.items())
     with open(f"{path}.tmp", "w") as handle:
         handle.write(lines)
@@ -267,6 +274,10 @@ def rsa_key():
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def base64_std(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _unb64url(text: str) -> bytes:
@@ -309,8 +320,8 @@ def self_signed_certificate(key, name: str = "puller test token issuer"):
             .sign(key, hashes.SHA256()))
 
 
-def service_account_file(path, token_uri: str, email: str = "puller-test@example.iam.gserviceaccount.com"
-                         ) -> str:
+def service_account_file(path, token_uri: str,
+                         email: str = "puller-test@example.iam.gserviceaccount.com") -> str:
     """A Google service-account key file (a fresh RSA key) whose token_uri is
     ``token_uri``: google-auth then asks that endpoint for access tokens."""
     from cryptography.hazmat.primitives import serialization
@@ -379,6 +390,13 @@ class TokenServer:
                 f"    issuer: {self.issuer}\n    rootcertbundle: {self.rootcertbundle}\n")
 
     def start(self) -> "TokenServer":
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> "TokenServer":
         from cryptography.hazmat.primitives import serialization
 
         self.root = tempfile.mkdtemp(prefix="puller-tokens-")
@@ -402,6 +420,7 @@ class TokenServer:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
                                         name="test-token-server", daemon=True)
         self._thread.start()
         return self
@@ -466,8 +485,9 @@ class TokenServer:
                     access.append({"type": kind, "name": name,
                                    "actions": [a for a in actions.split(",") if a]})
         now = int(time.time())
-        claims = {"iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.expires_in,
-                  "nbf": now - 1, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        claims = {"iss": self.issuer, "sub": user, "aud": self.service,
+                  "exp": now + self.expires_in, "nbf": now - 1, "iat": now,
+                  "jti": uuid.uuid4().hex, "access": access}
         token = sign_jwt(self._key, {"x5c": [self._x5c]}, claims)
         self._answer(handler, 200, {"token": token, "access_token": token,
                                     "expires_in": self.expires_in})
@@ -488,7 +508,3 @@ class TokenServer:
             return self._answer(handler, 400, {"error": "invalid_grant"})
         self._answer(handler, 200, {"access_token": self.google_token, "expires_in": 3599,
                                     "token_type": "Bearer"})
-
-
-def base64_std(data: bytes) -> str:
-    return base64.b64encode(data).decode()

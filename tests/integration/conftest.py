@@ -12,7 +12,7 @@ import urllib.request
 
 from puller.daemon import Config, Daemon
 
-from ..testenv import Cleanup, Engine, Registry, build_image, free_port, wait_until
+from ..testenv import Cleanup, free_port, wait_until
 
 HERE = os.path.dirname(__file__)
 
@@ -21,44 +21,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if str(item.fspath).startswith(HERE):
             item.add_marker(pytest.mark.docker)
-
-
-@pytest.fixture(scope="session")
-def engine():
-    engine = Engine()
-    try:
-        engine.ensure()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="session")
-def registry(engine):
-    registry = Registry().start()
-    yield registry
-    registry.close()
-
-
-@dataclass(frozen=True)
-class Images:
-    repo: str  # REGISTRY/web, tags v1 and v2 serve "v1" and "v2"
-
-
-@pytest.fixture(scope="session")
-def images(registry):
-    repo = f"{registry.host}/web"
-    build_image(f"{repo}:v1", "v1")
-    build_image(f"{repo}:v2", "v2")
-    yield Images(repo)
-
-
-@pytest.fixture
-def cleanup(engine):
-    cleanup = Cleanup()
-    yield cleanup
-    cleanup.close()
 
 
 @dataclass
@@ -103,7 +65,8 @@ class Node:
 def node(tmp_path, cleanup):
     directory = tmp_path / "defs"
     directory.mkdir()
-    daemon = Daemon(Config(node=cleanup.node(), directory=str(directory)))
+    daemon = Daemon(Config(node=cleanup.node(), directory=str(directory),
+                           state_dir=str(tmp_path / "state")))
     with daemon:
         yield Node(daemon, str(directory), cleanup)
 

@@ -228,3 +228,13 @@ def test_probation(status, health, restarts, now, expected, fragment):
         assert step.container is prev and step.failed is new
     if expected is Action.REMOVE:
         assert step.container is prev
+
+
+def test_a_newer_edit_ends_the_probation_early():
+    web, newer = service(), service(bash="docker run -p 81:80 web")
+    new = container(hash_=hash_of(web))
+    prev = container("web.prev", hash_="older", status="exited")
+    memory = Memory(probation={"web": Probation(new.id, until=10)})
+    result = plan({"web": newer}, [new, prev], {"web:v1": IMG1}, memory, now=5)
+    assert [(s.action, s.container.name) for s in result.steps] == [
+        (Action.REMOVE, "web.prev"), (Action.RECREATE, "web")]
