@@ -187,10 +187,13 @@ class Cluster:
 
     def sync_dir(self) -> list[Record]:
         """Version local edits and deletions; push them to every peer at once."""
-        valid, present = self._read_dir()
-        now = wall_ms()
         changed: list[Record] = []
+        # The directory is read under the lock that received records are merged
+        # and written under: a file read before a peer's write landed would
+        # otherwise look like a local edit, and revert it with a newer version.
         with self.lock:
+            valid, present = self._read_dir()
+            now = wall_ms()
             for name, (text, mtime) in sorted(valid.items()):
                 record = self.store.get(name)
                 if record is not None and record.text == text:
@@ -204,7 +207,7 @@ class Cluster:
                 new = Record(name, version, text)
                 if self.store.merge(new):
                     changed.append(new)
-            for name, record in sorted(self.store.live().items()):
+            for name in sorted(self.store.live()):
                 if name not in present:
                     tombstone = Record(name, self.clock.now(now), None)
                     if self.store.merge(tombstone):

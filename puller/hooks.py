@@ -14,13 +14,9 @@ from typing import Any
 
 from .errors import ImageReferenceError, PullerError
 from .reference import Reference
+from .registry import MANIFEST_TYPES
 
-MANIFEST_MEDIA_TYPES = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-)
+MANIFEST_MEDIA_TYPES = MANIFEST_TYPES  # a push of anything else (a blob) is not a tag
 
 
 class HookError(PullerError):

@@ -64,6 +64,12 @@ def fetch(port: int, path: str = "/", timeout: float = 1.0) -> str | None:
         return None  # refused, reset, or cut mid-answer by a container going away
 
 
+def serving(port: int, text: str, timeout: float = 15) -> bool:
+    """Wait until http://127.0.0.1:port/ answers ``text`` (which image version runs)."""
+    return wait_until(lambda: fetch(port) == text, timeout=timeout,
+                      what=f"port {port} to serve {text!r}")
+
+
 class Engine:
     """A reachable Docker engine: the running one, or a ``dockerd`` started here."""
 

@@ -10,12 +10,9 @@ import threading
 
 import yaml
 
-from ..testenv import build_image, fetch, free_port, wait_until
+from ..testenv import build_image, fetch, free_port, wait_until, serving
 
 
-def serving(port: int, text: str, timeout: float = 15) -> bool:
-    return wait_until(lambda: fetch(port) == text, timeout=timeout,
-                      what=f"port {port} to serve {text!r}")
 
 
 def definition(name: str, repo: str, port: int, label: str, tag: str = "v1") -> dict:

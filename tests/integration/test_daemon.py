@@ -8,11 +8,9 @@ import os
 from puller.daemon import Config, Daemon
 from puller.planner import Action
 
-from ..testenv import docker, fetch, free_port, inspect, wait_until
+from ..testenv import docker, free_port, inspect, serving
 
 
-def serving(port: int, text: str) -> bool:
-    return wait_until(lambda: fetch(port) == text, timeout=10, what=f"port {port} to serve {text}")
 
 
 def container_id(name: str) -> str | None:

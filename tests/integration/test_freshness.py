@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ..testenv import Registry, build_image, docker, fetch, wait_until
+from ..testenv import Registry, build_image, docker, fetch, wait_until, serving
 
 
 def publisher_host(registry_host: str) -> str:
@@ -23,9 +23,6 @@ def publish(registry_host: str, path: str, tag: str, content: str) -> str:
     return build_image(f"{publisher_host(registry_host)}/{path}:{tag}", content)
 
 
-def serving(port: int, text: str, timeout: float = 15) -> bool:
-    return wait_until(lambda: fetch(port) == text, timeout=timeout,
-                      what=f"port {port} to serve {text!r}")
 
 
 @pytest.fixture

@@ -6,12 +6,9 @@ import time
 
 from puller.planner import Action
 
-from ..testenv import fetch, inspect, wait_until
+from ..testenv import fetch, inspect, serving
 
 
-def serving(port: int, text: str, timeout: float = 10) -> bool:
-    return wait_until(lambda: fetch(port) == text, timeout=timeout,
-                      what=f"port {port} to serve {text!r}")
 
 
 def tick_until(node, predicate, timeout: float = 20, what: str = "a condition"):

@@ -23,6 +23,7 @@ from puller.registry import AuthenticationError, RegistryClient
 
 from ..testenv import (
     Registry,
+    serving,
     TokenServer,
     build_image,
     docker_login,
@@ -31,7 +32,6 @@ from ..testenv import (
     image_id,
     inspect,
     service_account_file,
-    wait_until,
     write_htpasswd,
 )
 from .conftest import Node
@@ -105,11 +105,6 @@ def user_config(scratch, monkeypatch):
     (directory / "config.json").write_text('{"auths": {}}\n')
     monkeypatch.setenv("DOCKER_CONFIG", str(directory))
     return directory
-
-
-def serving(port: int, text: str, timeout: float = 10) -> bool:
-    return wait_until(lambda: fetch(port) == text, timeout=timeout,
-                      what=f"port {port} to serve {text!r}")
 
 
 def container_id(name: str) -> str | None:
