@@ -113,7 +113,7 @@ def problems(log: str, expected: tuple[str, ...] = ("no cluster secret",)
             continue
         bad += [line for line in block.splitlines()
                 if "Traceback" in line or " ERROR " in line or RESET_BLOCK in line
-                or (" WARNING " in line and not any(text in line for text in expected)))]
+                or (" WARNING " in line and not any(text in line for text in expected))]
     return bad, resets
 
 

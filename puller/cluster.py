@@ -452,7 +452,11 @@ class Cluster:
             self._ok(peer)
 
     def _anti_entropy(self) -> None:
+        last_look = time.monotonic()
         while not self._stop.wait(constants.SYNC_INTERVAL * random.uniform(0.8, 1.2)):
+            if time.monotonic() - last_look > constants.REANNOUNCE_CHECK:
+                last_look = time.monotonic()
+                self._reannounce_if_moved()
             now = time.time()
             with self.lock:
                 due = [p for p in self.peers.values() if p.next_try <= now]
@@ -535,6 +539,25 @@ class Cluster:
         except Exception as exc:  # NonUniqueNameException and friends: not fatal
             log.warning("zeroconf: cannot announce this node (%s); peers must -join it", exc)
             self._info = None
+
+    def _reannounce_if_moved(self) -> None:
+        """The node's addresses changed (a new lease, an interface up): tell the LAN."""
+        zc, info = self._zeroconf, self._info
+        if zc is None or info is None:
+            return
+        addresses = sorted(_local_addresses(self.config.bind))
+        if addresses == sorted(info.parsed_addresses()):
+            return
+        from zeroconf import ServiceInfo
+
+        self._info = ServiceInfo(SERVICE_TYPE, info.name, port=info.port,
+                                 addresses=[socket.inet_aton(a) for a in addresses],
+                                 properties=info.properties)
+        try:
+            zc.update_service(self._info)
+            log.info("zeroconf: addresses changed to %s; announced again", ", ".join(addresses))
+        except Exception as exc:  # never fatal: peers also learn through the sync
+            log.warning("zeroconf: cannot announce the new addresses: %s", exc)
 
     def _resolve(self, zc, type_: str, name: str) -> None:
         info = zc.get_service_info(type_, name, timeout=3000)

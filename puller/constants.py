@@ -47,3 +47,4 @@ SYNC_INTERVAL = 2.0  # seconds between anti-entropy rounds
 SYNC_FANOUT = 3  # peers asked each round
 SYNC_TIMEOUT = 3.0  # seconds for a peer to connect and answer each frame
 PEER_BACKOFF_MAX = 10.0  # seconds between tries of a peer that does not answer, at most
+REANNOUNCE_CHECK = 30.0  # seconds between looks at this node's addresses (mDNS re-announce)

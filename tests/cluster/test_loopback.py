@@ -138,3 +138,13 @@ def _cluster(daemon) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port + 1}/v1/cluster",
                                 timeout=10) as response:
         return json.loads(response.read())
+
+
+def test_without_a_secret_the_sync_port_stays_on_loopback(daemons):
+    open_wide = daemons("wide", "-zeroconf=false", "-bind=0.0.0.0")
+    assert open_wide.process.wait(timeout=30) == 1
+    assert "refusing to sync on 0.0.0.0 without a cluster secret" in open_wide.log()
+    quiet = daemons("quiet", "-zeroconf=false")
+    wait_until(lambda: "listens on 127.0.0.1 only" in quiet.log(), timeout=20,
+               what="the start-up warning")
+    assert quiet.alive()
