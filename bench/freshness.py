@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -134,6 +136,81 @@ def p90(values) -> float:
     return values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
 
 
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+): (.*)$")
+
+
+def log_lines(text: str, since: float) -> list[tuple[float, str, str]]:
+    """(wall time, logger, message) of a daemon's log lines at or after ``since``."""
+    lines = []
+    for line in text.splitlines():
+        match = LOG_LINE.match(line)
+        if match:
+            stamp = datetime.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if stamp >= since - 0.002:  # the log's stamps are truncated to the ms
+                lines.append((stamp, match[3], match[4]))
+    return lines
+
+
+class StartEvents:
+    """Container starts of this run (by label), from ``docker events``: the
+    engine's own time of each start, with nothing probing the container."""
+
+    def __init__(self, label: str):
+        self.starts: list[tuple[float, str]] = []  # (wall time, container name)
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            ["docker", "events", "--since", f"{time.time():.3f}", "--filter", "type=container",
+             "--filter", "event=start", "--filter", f"label={label}",
+             "--format", "{{.TimeNano}} {{.Actor.Attributes.name}}"],
+            stdout=subprocess.PIPE, text=True)
+        self._thread = threading.Thread(target=self._read, name="bench-events", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            nanos, _, name = line.strip().partition(" ")
+            if nanos.isdigit():
+                with self._lock:
+                    self.starts.append((int(nanos) / 1e9, name))
+
+    def wait(self, name: str, since: float, timeout: float = 30.0,
+             alive=lambda: True) -> float:
+        """Wall time of ``name``'s first start at or after ``since``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                found = [at for at, who in self.starts if who == name and at >= since]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline or not alive():
+                raise BenchError(f"{name} did not start within {timeout:.0f} s")
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self._thread.join(timeout=10)
+
+
+def deploy_phases(log: str, since: float, service: str) -> dict[str, float]:
+    """Seconds from ``since`` (a push's end) to the deploy's ``docker pull``, the
+    pull's end (logged), and ``docker run`` (the daemon's -verbose log, ms stamps)."""
+    lines = log_lines(log, since)
+
+    def first(predicate, after: float) -> float:
+        for stamp, logger, message in lines:
+            if stamp >= after and predicate(logger, message):
+                return stamp - since
+        raise BenchError(f"the daemon's log lacks a step of {service}'s deploy:\n{log[-3000:]}")
+
+    pull = first(lambda lg, m: lg == "puller.docker" and " pull " in f" {m} ", since)
+    pulled = first(lambda lg, m: lg == "puller.executor" and m.startswith("pulled "), since + pull)
+    run = first(lambda lg, m: lg == "puller.docker" and m.startswith("docker run ")
+                and f"--name {service} " in m, since + pulled)
+    return {"pull": pull, "pulled": pulled, "run": run}
+
+
 # --- moving a tag to layers the engine does not have -----------------------------------
 
 
@@ -166,6 +243,7 @@ class Staged:
         with urllib.request.urlopen(request, timeout=10) as response:
             if response.headers["Docker-Content-Digest"] != self.digest:
                 raise BenchError(f"{self.path}:{tag}: the registry stored another digest")
+        self.moved_at = time.time()  # wall time, for the containers' start events
         return time.perf_counter()
 
 
@@ -196,6 +274,7 @@ def bench_push(root: str, cleanup: Cleanup, plain: Registry, rounds: int,
     os.makedirs(directory)
     node = cleanup.node("bench-fresh")
     daemon = DaemonProcess(node, directory, os.path.join(root, "fresh.log"), "-interval=600",
+                           "-verbose",
                            f"-apikey={key}", "-api-addr=127.0.0.1",
                            *isolated_flags(root, "fresh", port))
     processes.append(daemon)
@@ -228,69 +307,18 @@ def bench_push(root: str, cleanup: Cleanup, plain: Registry, rounds: int,
             write_definition(directory, case["name"], case["line"], case["repo"], "live")
         wait_serving(case["port"], f"{what}-0", time.perf_counter(), give_up=lambda: not alive())
 
-    samples: dict[str, list[float]] = {"hook": [], "trigger": [], "docker": [], "push": [],
-                                       "pull": [], "rm": [], "run": [], "serve": [],
-                                       "answer": []}
-    for round_ in range(1, rounds + 2):  # round 1 is a warm-up of the moved-tag path
-        keep = round_ > 1
-
-        # (i) the registry notifies the daemon
-        case = cases["hook"]
-        staged = Staged(case["registry"].host, case["path"], f"hook-{round_}", images)
-        time.sleep(SETTLE)  # the pass woken by the staging push (another tag) is over
-        pushed: dict = {}
-
-        def push_only() -> float:
-            started = time.perf_counter()
-            ended = staged.move("live")
-            pushed["took"] = ended - started
-            return ended
-
-        elapsed, started, ended = swap(case["port"], staged.content, push_only, alive=alive)
-        if keep:
-            samples["hook"].append(started + elapsed - ended)
-            samples["push"].append(pushed["took"])
-
-        # (ii) the HTTP trigger, sent as soon as the push ends
-        case = cases["trigger"]
-        staged = Staged(case["registry"].host, case["path"], f"trigger-{round_}", images)
-
-        def push_and_trigger() -> tuple[float, float, dict]:
-            ended = staged.move("live")
-            answer = client.call("POST", f"/v1/services/{cases['trigger']['name']}/pull")
-            return ended, time.perf_counter(), answer
-
-        elapsed, started, (ended, answered, answer) = swap(case["port"], staged.content,
-                                                           push_and_trigger, alive=alive)
-        if not (answer["pulled"] and answer["changed"]) or answer["errors"]:
-            raise BenchError(f"the trigger did not pull and redeploy: {answer}")
-        if keep:
-            samples["trigger"].append(started + elapsed - ended)
-            samples["answer"].append(answered - ended)
-
-        # (iii) by hand: docker pull + docker rm -f + docker run -d
-        case = cases["docker"]
-        staged = Staged(case["registry"].host, case["path"], f"docker-{round_}", images)
-
-        def by_hand() -> tuple[float, float, float, float]:
-            ended = staged.move("live")
-            docker("pull", "--quiet", f"{case['repo']}:live")
-            pulled = time.perf_counter()
-            docker("rm", "-f", case["name"])
-            removed = time.perf_counter()
-            docker(*case["argv"])
-            return ended, pulled, removed, time.perf_counter()
-
-        elapsed, started, (ended, pulled, removed, ran) = swap(case["port"], staged.content,
-                                                               by_hand)
-        if keep:
-            samples["docker"].append(started + elapsed - ended)
-            samples["pull"].append(pulled - ended)
-            samples["rm"].append(removed - pulled)
-            samples["run"].append(ran - removed)
-            samples["serve"].append(started + elapsed - ran)
-        daemon.check_alive()
-
+    keys = ("hook", "trigger", "docker", "hook_start", "trigger_start", "docker_start", "push",
+            "pull", "rm", "run", "serve", "answer", "docker_run_start")
+    keys += tuple(f"{case}_{step}" for case in ("hook", "trigger")
+                  for step in ("to_pull", "pull", "to_run", "run"))
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    events = StartEvents(label)
+    try:
+        for round_ in range(1, rounds + 2):  # round 1 is a warm-up of the moved-tag path
+            push_round(round_, round_ > 1, cases, client, daemon, events, images, samples)
+            daemon.check_alive()
+    finally:
+        events.close()
     daemon.stop()
     resets = check_log(daemon)
     result = {key: median(values) for key, values in samples.items()}
@@ -298,6 +326,85 @@ def bench_push(root: str, cleanup: Cleanup, plain: Registry, rounds: int,
     # tag pushes to the hooked repository: a staging push and a move per round (and the first)
     result["notifications"] = 2 * (rounds + 2)
     return result
+
+
+def push_round(round_: int, keep: bool, cases: dict, client: Client, daemon: DaemonProcess,
+               events: StartEvents, images: list[str], samples: dict[str, list[float]]) -> None:
+    """One round of a: the three cases in turn; their times added to ``samples``
+    when ``keep``."""
+    alive = lambda: daemon.process.poll() is None  # noqa: E731
+
+    def where(case: str, since: float, running: float) -> None:
+        steps = deploy_phases(daemon.log(), since, cases[case]["name"])
+        for key, value in (("to_pull", steps["pull"]), ("pull", steps["pulled"] - steps["pull"]),
+                           ("to_run", steps["run"] - steps["pulled"]),
+                           ("run", running - steps["run"])):
+            samples[f"{case}_{key}"].append(value)
+
+    # (i) the registry notifies the daemon
+    case = cases["hook"]
+    staged = Staged(case["registry"].host, case["path"], f"hook-{round_}", images)
+    time.sleep(SETTLE)  # the pass woken by the staging push (another tag) is over
+    pushed: dict = {}
+
+    def push_only() -> float:
+        started = time.perf_counter()
+        ended = staged.move("live")
+        pushed["took"] = ended - started
+        return ended
+
+    elapsed, started, ended = swap(case["port"], staged.content, push_only, alive=alive)
+    running = events.wait(case["name"], staged.moved_at, alive=alive) - staged.moved_at
+    if keep:
+        samples["hook"].append(started + elapsed - ended)
+        samples["hook_start"].append(running)
+        samples["push"].append(pushed["took"])
+        where("hook", staged.moved_at, running)
+
+    # (ii) the HTTP trigger, sent as soon as the push ends
+    case = cases["trigger"]
+    staged = Staged(case["registry"].host, case["path"], f"trigger-{round_}", images)
+
+    def push_and_trigger() -> tuple[float, float, dict]:
+        ended = staged.move("live")
+        answer = client.call("POST", f"/v1/services/{cases['trigger']['name']}/pull")
+        return ended, time.perf_counter(), answer
+
+    elapsed, started, (ended, answered, answer) = swap(case["port"], staged.content,
+                                                       push_and_trigger, alive=alive)
+    if not (answer["pulled"] and answer["changed"]) or answer["errors"]:
+        raise BenchError(f"the trigger did not pull and redeploy: {answer}")
+    running = events.wait(case["name"], staged.moved_at, alive=alive) - staged.moved_at
+    if keep:
+        samples["trigger"].append(started + elapsed - ended)
+        samples["trigger_start"].append(running)
+        samples["answer"].append(answered - ended)
+        where("trigger", staged.moved_at, running)
+
+    # (iii) by hand: docker pull + docker rm -f + docker run -d
+    case = cases["docker"]
+    staged = Staged(case["registry"].host, case["path"], f"docker-{round_}", images)
+
+    def by_hand() -> tuple[float, float, float, float]:
+        ended = staged.move("live")
+        docker("pull", "--quiet", f"{case['repo']}:live")
+        pulled = time.perf_counter()
+        docker("rm", "-f", case["name"])
+        removed = time.perf_counter()
+        docker(*case["argv"])
+        return ended, pulled, removed, time.perf_counter()
+
+    elapsed, started, (ended, pulled, removed, ran) = swap(case["port"], staged.content,
+                                                           by_hand)
+    running = events.wait(case["name"], staged.moved_at) - staged.moved_at
+    if keep:
+        samples["docker"].append(started + elapsed - ended)
+        samples["docker_start"].append(running)
+        samples["docker_run_start"].append(running - (removed - ended))
+        samples["pull"].append(pulled - ended)
+        samples["rm"].append(removed - pulled)
+        samples["run"].append(ran - removed)
+        samples["serve"].append(started + elapsed - ran)
 
 
 # --- b. idle freshness check ---------------------------------------------------------
@@ -394,13 +501,15 @@ def render(args, env: dict, push: dict, idle: dict) -> str:
         "The three cases alternate within each round; every pull downloads the image's layer "
         "(removed from the engine after being pushed under a staging tag).",
         "",
-        "| Path | Push → serving | Target (docker pull + 1 s) |",
-        "|---|---|---|",
-        f"| (i) registry notification → puller -d | {ms(push['hook'])} | {ms(target)}: "
-        f"{verdict(push['hook'])} |",
-        f"| (ii) POST /v1/services/NAME/pull → puller -d | {ms(push['trigger'])} | {ms(target)}: "
-        f"{verdict(push['trigger'])} |",
-        f"| (iii) docker pull + docker rm -f + docker run -d | {ms(push['docker'])} | |",
+        "| Path | Push → serving | Push → container running (start event) | "
+        "Target: ≤ docker pull + 1 s |",
+        "|---|---|---|---|",
+        f"| (i) registry notification → puller -d | {ms(push['hook'])} | "
+        f"{ms(push['hook_start'])} | {ms(target)}: {verdict(push['hook'])} |",
+        f"| (ii) POST /v1/services/NAME/pull → puller -d | {ms(push['trigger'])} | "
+        f"{ms(push['trigger_start'])} | {ms(target)}: {verdict(push['trigger'])} |",
+        f"| (iii) docker pull + docker rm -f + docker run -d | {ms(push['docker'])} | "
+        f"{ms(push['docker_start'])} | |",
         "",
         "| Step (medians) | Time |",
         "|---|---|",
@@ -410,6 +519,22 @@ def render(args, env: dict, push: dict, idle: dict) -> str:
         f"| by hand: docker run -d | {ms(push['run'])} |",
         f"| by hand: end of docker run → serving | {ms(push['serve'])} |",
         f"| (ii) end of push → the trigger's answer (pass done) | {ms(push['answer'])} |",
+        "",
+        "Where puller's time goes (medians; the daemon's `-verbose` log, ms stamps, and the "
+        "containers' `start` events):",
+        "",
+        "| Step | (i) notification | (ii) trigger | by hand |",
+        "|---|---|---|---|",
+        f"| end of push → `docker pull` invoked (notification or request, facts, "
+        f"registry HEAD for (ii)) | {ms(push['hook_to_pull'])} | {ms(push['trigger_to_pull'])} "
+        "| 0 ms |",
+        f"| `docker pull` (the new layer) | {ms(push['hook_pull'])} | {ms(push['trigger_pull'])} "
+        f"| {ms(push['pull'])} |",
+        f"| pulled → `docker run` invoked (image inspect, plan, stop + rename the old one; by "
+        f"hand: docker rm -f) | {ms(push['hook_to_run'])} | {ms(push['trigger_to_run'])} | "
+        f"{ms(push['rm'])} |",
+        f"| `docker run` invoked → container running | {ms(push['hook_run'])} | "
+        f"{ms(push['trigger_run'])} | {ms(push['docker_run_start'])} |",
         "",
         f"The daemon's log holds {push['resets']} traceback(s) `ConnectionResetError` from the "
         f"HTTP API's socketserver for {push['notifications']} tag pushes notified (a client of "

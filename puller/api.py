@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import __version__, constants
 from .errors import PullerError
 from .hooks import HookError, parse_notification
-from .planner import Action
 
 if TYPE_CHECKING:
     from .daemon import Daemon, PassReport
@@ -45,6 +44,7 @@ class Request:
     params: dict[str, str]
     body: bytes
     headers: Any
+    query: str = ""
 
     def json(self) -> Any:
         if not self.body:
@@ -76,7 +76,7 @@ class Api:
     def __init__(self, daemon: "Daemon", host: str, port: int, apikey: str | None = None):
         self.daemon = daemon
         self.apikey = apikey
-        self.write_lock = threading.Lock()  # one definition write at a time
+        self.write_lock = threading.RLock()  # one definition write (or bulk PUT) at a time
         api = self
 
         class _Handler(_RequestHandler):
@@ -115,6 +115,14 @@ class Api:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             token.strip().encode(), self.apikey.encode())
 
+    def key_in_query(self, query: str) -> bool:
+        """Webhook senders that cannot set a header (Docker Hub) may pass ?key=."""
+        import urllib.parse
+
+        keys = urllib.parse.parse_qs(query).get("key", [])
+        return bool(self.apikey) and any(
+            hmac.compare_digest(key.encode(), self.apikey.encode()) for key in keys)
+
     def dispatch(self, request: Request) -> tuple[int, Any]:
         allowed = []
         for method, regex, handler, public in _ROUTES:
@@ -124,10 +132,11 @@ class Api:
             allowed.append(method)
             if method != request.method:
                 continue
-            if not public and not self.authorized(request.headers.get("Authorization")):
+            if not public and not self.authorized(request.headers.get("Authorization")) and not (
+                    regex.pattern.startswith("^/v1/hooks/") and self.key_in_query(request.query)):
                 raise ApiProblem(401, "missing or wrong API key: send Authorization: Bearer <key>")
             return handler(self, Request(request.method, request.path, match.groupdict(),
-                                         request.body, request.headers))
+                                         request.body, request.headers, request.query))
         if allowed:
             raise ApiProblem(405, f"{request.method} is not allowed here; use {', '.join(allowed)}")
         raise ApiProblem(404, f"no such endpoint: {request.method} {request.path}")
@@ -146,6 +155,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     owner: Api
     server_version = f"puller/{__version__}"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may stay silent before its connection is closed
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("%s %s", self.address_string(), format % args)
@@ -169,10 +179,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                        close=True)
             return
         body = self.rfile.read(length) if length else b""
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        path, _, query = self.path.partition("?")
+        path = path.rstrip("/") or "/"
         try:
             status, payload = self.owner.dispatch(Request(self.command, path, {}, body,
-                                                          self.headers))
+                                                          self.headers, query))
         except ApiProblem as exc:
             status, payload = exc.status, {"error": exc.message}
         except Exception:  # a bug must not kill the server thread
@@ -230,11 +241,8 @@ def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
     results = [api.daemon._peer_pull({"service": name})]
     if api.daemon.cluster is not None:
         results += api.daemon.cluster.broadcast("pull", {"service": name})
-    if not any(r.get("runs_here") for r in results) and all(
-            r.get("runs_here") is False for r in results):
-        known = api.daemon.definitions.scan().services
-        if name not in known:
-            raise ApiProblem(404, f"no service {name!r} is defined")
+    if name not in api.daemon.definitions.scan().services:
+        raise ApiProblem(404, f"no service {name!r} is defined")
     return 200, {"service": name, "nodes": results}
 
 
@@ -266,7 +274,7 @@ def service_result(report: "PassReport", name: str, ref: str) -> dict:
         "registry_error": remote.error if remote else None,
         "pulled": any(o.ok for o in pulls),
         "steps": [{"action": s.action.value, "reason": s.reason} for s in steps],
-        "changed": any(o.ok and o.step.action is not Action.PULL for o in outcomes),
+        "changed": any(o.ok for o in outcomes),
         "errors": errors,
     }
 
@@ -297,10 +305,14 @@ def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 
 def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
-    from .definitions import definition_fields, write_definition
+    from .definitions import FIELDS, definition_fields, write_definition
     from .errors import DefinitionError
 
     name = fields.get("name")
+    unknown = sorted(str(key) for key in fields if key not in FIELDS)
+    if unknown:
+        raise ApiProblem(400, f"unknown field(s) {', '.join(unknown)}; the fields are "
+                              f"{', '.join(FIELDS)}")
     try:
         with api.write_lock:
             api.daemon.history.expect(str(name), source)
@@ -350,7 +362,7 @@ def put_service(api: Api, request: Request) -> tuple[int, Any]:
 @route("PUT", "/v1/services")
 def put_services(api: Api, request: Request) -> tuple[int, Any]:
     """The original's bulk PUT: a list of definitions, all valid or none written."""
-    from .definitions import parse_definition, render_definition
+    from .definitions import FIELDS, parse_definition, render_definition
     from .errors import DefinitionError
 
     data = request.json()
@@ -358,12 +370,17 @@ def put_services(api: Api, request: Request) -> tuple[int, Any]:
         data = data["services"]
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ApiProblem(400, "expected a JSON list of definitions")
-    for item in data:  # validate all before writing any
-        try:
-            parse_definition(render_definition(item), f"{item.get('name')}.yml")
-        except DefinitionError as exc:
-            raise ApiProblem(400, f"nothing written: {exc}") from None
-    return 200, {"written": [_write(api, item, "api") for item in data]}
+    with api.write_lock:
+        for item in data:  # validate all before writing any
+            unknown = sorted(str(key) for key in item if key not in FIELDS)
+            try:
+                if unknown:
+                    raise DefinitionError(f"{item.get('name')}.yml",
+                                          f"unknown field(s) {', '.join(unknown)}")
+                parse_definition(render_definition(item), f"{item.get('name')}.yml")
+            except DefinitionError as exc:
+                raise ApiProblem(400, f"nothing written: {exc}") from None
+        return 200, {"written": [_write(api, item, "api") for item in data]}
 
 
 @route("DELETE", "/v1/services/{name}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import constants
-from .definitions import (definition_path, is_definition_file, parse_definition,
+from .definitions import (definition_path, is_definition_file, parse_definition, read_text,
                           remove_definition)
 from .errors import DefinitionError, PullerError
 from .frames import PROTOCOL_VERSION, FrameError, Receiver, encode, frame_length
@@ -119,6 +119,7 @@ class Cluster:
         self._browser = None
         self._info = None
         self._warned: dict[str, str] = {}
+        self._absent_since: dict[str, float] = {}
         # addresses that are this node itself (peers pass them around too)
         self._self_addrs = {_join_host_port(a, config.port)
                             for a in {*_local_addresses("0.0.0.0"), "127.0.0.1", config.bind}}
@@ -160,28 +161,34 @@ class Cluster:
 
     # Directory ↔ records -------------------------------------------------------------
 
-    def _read_dir(self) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    def _read_dir(self) -> tuple[dict[str, tuple[str, int]], set[str]] | None:
         """Valid definitions on disk (name → (text, mtime ms)) and names present
-        at all (valid or not)."""
+        at all (valid or not); None when the directory cannot be listed."""
         valid: dict[str, tuple[str, int]] = {}
         present: set[str] = set()
         try:
-            names = os.listdir(self.config.directory)
-        except OSError:
-            return valid, present
+            names = sorted(os.listdir(self.config.directory))
+        except OSError as exc:
+            self._warn_once("dir", f"cannot list {self.config.directory}: {exc}; "
+                                   "nothing is synced until it can be read")
+            return None
         for filename in names:
             if not is_definition_file(filename):
                 continue
             name = os.path.splitext(filename)[0]
             present.add(name)
+            if name in valid:
+                continue  # name.yaml and name.yml: the first, as the daemon does
             path = os.path.join(self.config.directory, filename)
             try:
-                with open(path, encoding="utf-8") as handle:
-                    text = handle.read()
+                text = read_text(path)
                 mtime = int(os.stat(path).st_mtime * 1000)
                 parse_definition(text, path)
-            except (OSError, UnicodeDecodeError, DefinitionError):
+            except (OSError, DefinitionError):
                 continue  # a broken file is not propagated; the daemon reports it
+            except Exception as exc:  # bad input never stops the sync
+                log.warning("%s cannot be read: %s", path, exc)
+                continue
             valid[name] = (text, mtime)
         return valid, present
 
@@ -192,15 +199,19 @@ class Cluster:
         # and written under: a file read before a peer's write landed would
         # otherwise look like a local edit, and revert it with a newer version.
         with self.lock:
-            valid, present = self._read_dir()
+            found = self._read_dir()
+            if found is None:
+                return []  # an unreadable directory proves no deletion
+            valid, present = found
             now = wall_ms()
             for name, (text, mtime) in sorted(valid.items()):
                 record = self.store.get(name)
                 if record is not None and record.text == text:
                     continue
                 if record is None and self._first_scan:
-                    # found at start with no recorded version: its mtime
-                    version = Version(mtime, 0, self.node)
+                    # found at start with no recorded version: its mtime (never
+                    # later than now: a future mtime would beat every edit)
+                    version = Version(min(mtime, now), 0, self.node)
                     self.clock.observe(version, now)
                 else:
                     version = self.clock.now(now)
@@ -208,10 +219,17 @@ class Cluster:
                 if self.store.merge(new):
                     changed.append(new)
             for name in sorted(self.store.live()):
-                if name not in present:
-                    tombstone = Record(name, self.clock.now(now), None)
-                    if self.store.merge(tombstone):
-                        changed.append(tombstone)
+                if name in present:
+                    self._absent_since.pop(name, None)
+                    continue
+                # a file away for a moment (an editor saving by rename) is no deletion
+                since = self._absent_since.setdefault(name, time.monotonic())
+                if time.monotonic() - since < constants.DELETE_GRACE:
+                    continue
+                self._absent_since.pop(name, None)
+                tombstone = Record(name, self.clock.now(now), None)
+                if self.store.merge(tombstone):
+                    changed.append(tombstone)
             self.store.expire_tombstones(now, TOMBSTONE_GRACE_MS)
             self._first_scan = False
             if changed:
@@ -254,6 +272,7 @@ class Cluster:
             allow_reuse_address = True
             daemon_threads = True
 
+        self.sync_dir()  # before listening: nothing to clean up if it fails
         try:
             self._server = Server((self.config.bind, self.config.port), Handler)
         except OSError as exc:
@@ -353,12 +372,13 @@ class Cluster:
 
     # Client --------------------------------------------------------------------------
 
-    def exchange(self, peer: Peer, messages: list[dict]) -> list[dict]:
-        """Send messages over one connection; returns the replies."""
+    def exchange(self, peer: Peer, messages: list[dict],
+                 timeout: float = constants.SYNC_TIMEOUT) -> list[dict]:
+        """Send messages over one connection; returns the replies (each within ``timeout``)."""
         replies = []
         with socket.create_connection((peer.host, peer.port),
                                       timeout=constants.SYNC_TIMEOUT) as sock:
-            sock.settimeout(constants.SYNC_TIMEOUT)
+            sock.settimeout(timeout)
             for message in messages:
                 sock.sendall(self._encode(message, sock))
                 payload = _read_frame(sock)
@@ -479,13 +499,19 @@ class Cluster:
     def broadcast(self, kind: str, body: dict) -> list[dict]:
         """Ask every live peer (``pull``, ``status``); replies of those that answered."""
         with self.lock:
-            targets = [p for p in self.peers.values() if p.failures < 3]
+            # one request per node, even when it is known under several addresses
+            by_node: dict[str, Peer] = {}
+            for p in self.peers.values():
+                if p.failures < 3:
+                    by_node.setdefault(p.node or p.addr, p)
+            targets = list(by_node.values())
         results: list[dict] = []
         lock = threading.Lock()
 
         def ask(peer: Peer) -> None:
             try:
-                [reply] = self.exchange(peer, [{"type": kind, "body": body}])
+                [reply] = self.exchange(peer, [{"type": kind, "body": body}],
+                                        timeout=constants.API_PASS_TIMEOUT)
             except (OSError, FrameError, ValueError) as exc:
                 with lock:
                     results.append({"node": peer.node, "addr": peer.addr, "error": str(exc)})
@@ -634,6 +660,8 @@ def _local_addresses(bind: str) -> list[str]:
 
     found = []
     for adapter in ifaddr.get_adapters():
+        if adapter.nice_name.startswith(("docker", "br-", "veth")):
+            continue  # container networks: unreachable from other hosts
         for ip in adapter.ips:
             if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
                 found.append(ip.ip)

@@ -48,3 +48,6 @@ SYNC_FANOUT = 3  # peers asked each round
 SYNC_TIMEOUT = 3.0  # seconds for a peer to connect and answer each frame
 PEER_BACKOFF_MAX = 10.0  # seconds between tries of a peer that does not answer, at most
 REANNOUNCE_CHECK = 30.0  # seconds between looks at this node's addresses (mDNS re-announce)
+MAX_HEALTH_TIMEOUT = 86400.0  # seconds
+MAX_DEFINITION_BYTES = 256 * 1024
+DELETE_GRACE = 1.0  # seconds a file must stay away before its service counts as deleted

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Mapping
 
 from . import constants
 
 RUNNING_STATES = ("running", "restarting", "paused")
+# docker's StartedAt: RFC 3339 with nanoseconds, e.g. 2026-11-27T19:57:09.066251072Z
+_TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,23 @@ class Container:
             health=health.get("Status"),
             restart_count=int(data.get("RestartCount") or 0),
         )
+
+    @property
+    def started(self) -> float | None:
+        """When the container last started (epoch seconds), from ``State.StartedAt``."""
+        text = self.started_at
+        if not text or text.startswith("0001-"):
+            return None
+        match = _TIMESTAMP.match(text)
+        if match is None:
+            return None
+        seconds, fraction, zone = match.groups()
+        zone = "+00:00" if zone in ("", "Z") else zone
+        try:
+            moment = datetime.fromisoformat(f"{seconds}.{(fraction or '0')[:6]:0<6}{zone}")
+        except ValueError:
+            return None
+        return moment.timestamp()
 
     @property
     def short_id(self) -> str:

@@ -172,7 +172,8 @@ class Daemon:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
             containers_read = pool.submit(self.docker.containers, self.config.node)
             images = self.docker.images(refs)
-            pulls = self.executor.pull(plan_pulls(services, images, remotes))
+            pulls = self.executor.pull(plan_pulls(
+                services, images, {**self.freshness.remotes(), **remotes}, checked=remotes))
             if pulls:
                 images = self.docker.images(refs)
             containers = containers_read.result()
@@ -204,15 +205,15 @@ class Daemon:
         past probation (for the history)."""
         current = {c.service: c for c in containers
                    if c.service and c.name == self.config.container_name(c.service)}
+        on_probation = {c.service for c in containers if c.is_previous}
         remotes = self.freshness.remotes()
         deployed = {}
         for name, service in services.items():
             container, image = current.get(name), images.get(service.image_ref)
-            trial = self.memory.probation.get(name)
             if (container is None or image is None or not container.running
                     or container.image_id != image.id
                     or container.config_hash != config_hash(service.run.canonical(), image.id)
-                    or (trial is not None and trial.container_id == container.id)):
+                    or name in on_probation):
                 continue
             if service.digest:
                 deployed[name] = service.digest
@@ -290,9 +291,10 @@ class Daemon:
         for failure in self.memory.failures.values():
             if failure.retry_at is not None and failure.retry_at > now:
                 deadline = min(deadline, failure.retry_at)
-        for trial in self.memory.probation.values():
-            deadline = min(deadline, max(now, trial.until))
-        if self.memory.probation:
+        report = self.last_report
+        if report is not None and report.scan.recheck_in is not None:
+            deadline = min(deadline, now + report.scan.recheck_in + 0.05)
+        if report is not None and any(c.is_previous for c in report.containers):
             # a container on probation is looked at often: an early exit counts
             deadline = min(deadline, now + constants.PROBATION_CHECK)
         return deadline

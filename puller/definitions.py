@@ -9,9 +9,12 @@ rewritten, never deleted, and never stops the others.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import stat
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +32,7 @@ FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
-TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z")
+TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def _load_mapping(text: str, path: str) -> tuple[dict[str, Any], dict[str, int]]
         raise DefinitionError(path, f"not valid YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
         raise DefinitionError(path, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise DefinitionError(path, "not valid YAML: nested too deeply") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -178,8 +183,13 @@ def parse_definition(text: str, path: str) -> Service:
     tag = constants.DEFAULT_TAG
     if data.get("tag") is not None:
         tag = _text(data, "tag", path, line("tag"))
-        if not TAG_RE.match(tag):
-            raise DefinitionError(path, f"tag {tag!r} is not a valid image tag", line("tag"))
+        try:
+            if not TAG_RE.match(tag):
+                raise ImageReferenceError(tag, "letters, digits, '_', '.' and '-'")
+            reference.with_tag(tag)
+        except ImageReferenceError:
+            raise DefinitionError(path, f"tag {tag!r} is not a valid image tag "
+                                  "(letters, digits, '_', '.', '-'; at most 128)", line("tag")) from None
 
     node = ""
     if data.get("node") is not None:
@@ -201,10 +211,16 @@ def parse_definition(text: str, path: str) -> Service:
     health_timeout = data.get("health_timeout")
     if health_timeout is not None:
         if isinstance(health_timeout, bool) or not isinstance(health_timeout, (int, float)):
-            raise DefinitionError(path, "health_timeout must be a number of seconds", line("health_timeout"))
-        if health_timeout < 0:
-            raise DefinitionError(path, "health_timeout must not be negative", line("health_timeout"))
-        health_timeout = float(health_timeout)
+            raise DefinitionError(path, "health_timeout must be a number of seconds",
+                                  line("health_timeout"))
+        try:
+            health_timeout = float(health_timeout)
+        except OverflowError:
+            health_timeout = math.inf
+        if not 0 <= health_timeout <= constants.MAX_HEALTH_TIMEOUT:
+            raise DefinitionError(
+                path, f"health_timeout must be between 0 and {constants.MAX_HEALTH_TIMEOUT:.0f} "
+                "seconds", line("health_timeout"))
 
     bash = _text(data, "bash", path, line("bash"))
     try:
@@ -227,16 +243,26 @@ def parse_definition(text: str, path: str) -> Service:
 
 def read_definition(path: str) -> Service:
     """Read and validate one file; unreadable or undecodable files are DefinitionErrors."""
+    return parse_definition(read_text(path), path)
+
+
+def read_text(path: str) -> str:
+    """A definition file's text: a regular file, of bounded size, in UTF-8."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise DefinitionError(path, "not a regular file (a pipe, a device, a directory?)")
+        if st.st_size > constants.MAX_DEFINITION_BYTES:
+            raise DefinitionError(path, f"the file has {st.st_size} bytes; a definition has at "
+                                  f"most {constants.MAX_DEFINITION_BYTES}")
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(constants.MAX_DEFINITION_BYTES + 1)
     except OSError as exc:
         raise DefinitionError(path, f"cannot read the file: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DefinitionError(path, f"not UTF-8 text (byte {exc.start})") from None
-    return parse_definition(text, path)
 
 
 def is_definition_file(filename: str) -> bool:
@@ -256,6 +282,8 @@ class Scan:
     # False when the directory itself could not be read: then nothing at all
     # may be removed, since the absence of a file proves nothing.
     complete: bool = True
+    # Seconds after which a file that just vanished counts as deleted (scan again then).
+    recheck_in: float | None = None
 
 
 @dataclass
@@ -276,6 +304,7 @@ class DefinitionDir:
         self.path = path
         self._cache: dict[str, _Entry] = {}
         self._last_good: dict[str, Service] = {}
+        self._missing_since: dict[str, float] = {}
         self._lock = threading.Lock()  # the loop and the API both scan
 
     def _read(self, filename: str) -> Service | DefinitionError:
@@ -292,6 +321,9 @@ class DefinitionDir:
             result: Service | DefinitionError = read_definition(full)
         except DefinitionError as exc:
             result = exc
+        except Exception as exc:  # bad input must never stop a pass
+            log.exception("unexpected error reading %s", full)
+            result = DefinitionError(full, f"cannot be read: {type(exc).__name__}: {exc}")
         self._cache[filename] = _Entry(key, result)
         return result
 
@@ -311,10 +343,23 @@ class DefinitionDir:
         errors: list[DefinitionError] = []
         broken: set[str] = set()
         present = set(names)
+        now = time.monotonic()
+        in_grace: list[Service] = []
+        for filename in list(self._last_good):
+            if filename in present:
+                self._missing_since.pop(filename, None)
+                continue
+            # An editor that saves by renaming leaves a moment without the file:
+            # a service is gone only once its file has stayed away a while.
+            since = self._missing_since.setdefault(filename, now)
+            if now - since < constants.DELETE_GRACE:
+                in_grace.append(self._last_good[filename])
+            else:
+                del self._last_good[filename]
+                self._missing_since.pop(filename, None)
         for filename in list(self._cache):
             if filename not in present:
                 del self._cache[filename]
-                self._last_good.pop(filename, None)
         for filename in names:
             result = self._read(filename)
             if isinstance(result, DefinitionError):
@@ -336,7 +381,10 @@ class DefinitionDir:
                 )
                 continue
             services[result.name] = result
-        return Scan(services, tuple(errors), frozenset(broken))
+        for service in in_grace:
+            services.setdefault(service.name, service)
+        return Scan(services, tuple(errors), frozenset(broken),
+                    recheck_in=constants.DELETE_GRACE if in_grace else None)
 
     def _last_good_by_name(self) -> dict[str, Service]:
         return {service.name: service for service in self._last_good.values()}

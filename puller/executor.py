@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -24,7 +23,7 @@ from .container import Container
 from .docker import NAME_IN_USE, Docker
 from .errors import DockerError, PullerError
 from .backoff import next_backoff
-from .planner import Action, Backoff, Failure, Memory, Plan, Probation, Step, Target
+from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
 from .reference import Reference
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class Outcome:
     error: str | None = None
     container_id: str | None = None
     restored: bool = False  # the predecessor was put back after a failure
-    probation: Probation | None = None  # the new container's trial, predecessor kept
+    transient: bool = False  # failed before the new version was tried: retry later
 
     @property
     def ok(self) -> bool:
@@ -100,6 +99,8 @@ class Executor:
             return Outcome(step, error=exc.stderr or str(exc))
         except PullerError as exc:
             return Outcome(step, error=str(exc))
+        except OSError as exc:  # e.g. puller's docker config dir cannot be made
+            return Outcome(step, error=f"cannot prepare the pull: {exc}")
         log.info("pulled %s%s: %s", ref, f" at {step.digest[:19]}" if step.digest else "",
                  step.reason)
         return Outcome(step)
@@ -191,7 +192,8 @@ class Executor:
         except DockerError as exc:
             # Nothing was started yet: make sure the old one is as it was.
             self._put_back(old, name, start=old.running, quiet=True)
-            return Outcome(step, error=f"could not set the old container aside: {exc}")
+            return Outcome(step, error=f"could not set the old container aside: {exc}",
+                           transient=True)
         try:
             new_id = self._run_checked(target)
         except DockerError as exc:
@@ -202,9 +204,9 @@ class Executor:
         if timeout is None:
             timeout = constants.DEFAULT_HEALTH_TIMEOUT
         if timeout > 0:
-            # The predecessor stays, stopped, until the new one has proven itself.
-            return Outcome(step, container_id=new_id,
-                           probation=Probation(new_id, time.time() + timeout))
+            # The predecessor stays, stopped, until the new one has proven itself
+            # (judged by the planner on later passes).
+            return Outcome(step, container_id=new_id)
         try:
             self.docker.remove(old.id)
         except DockerError as exc:
@@ -292,28 +294,21 @@ def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
         if cid in seen and not (seen[cid].container.running
                                 and now > backoff.next_at + constants.START_BACKOFF_MAX)
     }
-    probation = {name: trial for name, trial in memory.probation.items() if trial.container_id in seen
-                 or any(o.probation is trial for o in outcomes)}
     for outcome in outcomes:
         step = outcome.step
         if step.action is Action.RESTORE and outcome.ok and step.failed is not None:
-            probation.pop(step.service, None)
             failures[step.service] = Failure(step.failed.config_hash or "", step.reason, now)
-            continue
-        if step.action is Action.REMOVE and outcome.ok and step.container is not None \
-                and step.container.is_previous:
-            probation.pop(step.service, None)
             continue
         if step.action in (Action.CREATE, Action.RECREATE):
             assert step.target is not None
             if outcome.ok:
                 failures.pop(step.service, None)
-                if outcome.probation is not None:
-                    probation[step.service] = outcome.probation
                 continue
             old = failures.get(step.service)
             attempts = old.attempts + 1 if old and old.config_hash == step.target.config_hash else 1
-            had_previous = step.action is Action.RECREATE
+            # A version that failed while its predecessor runs again is not
+            # retried; a create, or a failure before the new version ran, is.
+            had_previous = step.action is Action.RECREATE and not outcome.transient
             retry_at = None if had_previous else next_backoff(
                 attempts, now, constants.CREATE_BACKOFF_MIN, constants.CREATE_BACKOFF_MAX)
             failures[step.service] = Failure(step.target.config_hash, outcome.error or "failed",
@@ -324,4 +319,4 @@ def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],
             restarts[step.container.id] = Backoff(attempts, next_backoff(
                 attempts, now, constants.START_BACKOFF_MIN, constants.START_BACKOFF_MAX))
     return dataclasses.replace(memory, failures=failures, restarts=restarts,
-                               pull_errors=pull_errors, probation=probation)
+                               pull_errors=pull_errors)

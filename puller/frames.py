@@ -19,6 +19,7 @@ import hashlib
 import heapq
 import hmac
 import json
+import threading
 import re
 from dataclasses import dataclass
 
@@ -168,6 +169,7 @@ class Receiver:
     """
 
     def __init__(self, secret: bytes, cluster: str):
+        self._lock = threading.Lock()
         self.secret = bytes(secret)
         self.cluster = cluster
         self._seen: dict[tuple[str, str], int] = {}  # (sender, nonce) → frame ts
@@ -175,7 +177,12 @@ class Receiver:
         self._floor: int | None = None  # frames with ts <= this are refused
 
     def decode(self, payload: bytes, wall_ms: int) -> Envelope:
-        """Verify ``payload`` (the JSON after the header) received at ``wall_ms``."""
+        """Verify ``payload`` (the JSON after the header) received at ``wall_ms``.
+        Safe from several threads: the nonce check-and-remember is atomic."""
+        with self._lock:
+            return self._decode(payload, wall_ms)
+
+    def _decode(self, payload: bytes, wall_ms: int) -> Envelope:
         if len(payload) > MAX_FRAME:
             raise Oversized(f"{len(payload)} bytes is more than the {MAX_FRAME} allowed")
         try:

@@ -62,6 +62,12 @@ def rollback_fields(entries: list[dict], current: Mapping[str, Any],
                      f"(the history holds {len(entries)} revision(s); `puller history {name}`)")
 
 
+def _valid_entry(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("fields"), dict)
+            and isinstance(entry.get("at"), (int, float))
+            and isinstance(entry.get("digest"), (str, type(None))))
+
+
 class History:
     """The revisions of every service on this node, persisted as JSON."""
 
@@ -84,7 +90,8 @@ class History:
             return {}
         if not isinstance(data, dict):
             return {}
-        return {name: entries for name, entries in data.items() if isinstance(entries, list)}
+        return {name: [e for e in entries if _valid_entry(e)]
+                for name, entries in data.items() if isinstance(entries, list)}
 
     def _save(self) -> None:
         try:

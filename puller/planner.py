@@ -105,21 +105,10 @@ class Backoff:
 
 
 @dataclass(frozen=True)
-class Probation:
-    """A new container that must stay up (and healthy) until ``until`` before
-    its predecessor, kept stopped, is removed."""
-
-    container_id: str
-    until: float
-    restart_count: int = 0
-
-
-@dataclass(frozen=True)
 class Memory:
     """What the daemon remembers between passes (a snapshot, read by the planner)."""
 
     failures: Mapping[str, Failure] = field(default_factory=dict)  # by service
-    probation: Mapping[str, Probation] = field(default_factory=dict)  # by service
     restarts: Mapping[str, Backoff] = field(default_factory=dict)  # by container id
     pull_errors: Mapping[str, str] = field(default_factory=dict)  # image ref → error
 
@@ -153,15 +142,19 @@ def plan_pulls(
     services: Mapping[str, Service],
     images: Mapping[str, Image | None],
     remotes: Mapping[str, "Remote"],
+    checked: Iterable[str] | None = None,
 ) -> tuple[Step, ...]:
     """One PULL step per distinct image ref that needs it (a ref shared by
     several services is pulled once).
 
-    ``remotes`` holds what the registry said this pass of the refs that were
-    checked. A tag is pulled, by digest, only when the registry's digest is not
-    one the local image is known by; pulled by tag when it is missing locally
-    and the registry was not asked, or when a HEAD cannot tell.
+    ``remotes`` holds what the registry last said of each ref; ``checked``
+    the refs asked this pass (all, when None). A tag is pulled, by digest, only
+    when the registry's digest is not one the local image is known by; by tag
+    when it is missing locally and the registry was never asked, or when a
+    HEAD cannot tell (then only on passes that asked). A registry that failed
+    is not pulled from before its backoff ends.
     """
+    checked = set(remotes) if checked is None else set(checked)
     steps: list[Step] = []
     by_ref: dict[str, list[str]] = {}
     for service in services.values():
@@ -175,6 +168,8 @@ def plan_pulls(
                 steps.append(Step(Action.PULL, users, f"{ref} is not present locally", image_ref=ref))
             continue
         if remote is not None and remote.fallback:
+            if ref not in checked and image is not None:
+                continue
             steps.append(Step(Action.PULL, users,
                               f"{ref}: the registry cannot tell its digest without a pull "
                               f"({remote.error})", image_ref=ref))
@@ -217,6 +212,7 @@ def plan(
     broken = set(broken)
     current: dict[str, Container] = {}
     previous: dict[str, Container] = {}
+    odd: dict[str, list[Container]] = {}  # ours, under another name (a new -name-template)
     steps: list[Step] = []
     for container in sorted(containers, key=lambda c: (c.name, c.id)):
         name = container.service
@@ -227,15 +223,22 @@ def plan(
         elif container.name == container_name(name) + constants.PREVIOUS_SUFFIX:
             previous[name] = container
         elif name in services:
-            steps.append(Step(
-                Action.REMOVE, name,
-                f"container {container.name} ({container.short_id}) belongs to "
-                f"{name} but has an unexpected name",
-                container=container,
-            ))
+            odd.setdefault(name, []).append(container)
         else:
             current.setdefault(name, container)
 
+    for name, containers_ in sorted(odd.items()):
+        # the first stands in as the predecessor when there is no other; the rest go
+        # only once the service has a container of its own
+        if name not in current and name not in previous:
+            previous[name] = containers_.pop(0)
+        for container in containers_:
+            steps.append(Step(
+                Action.REMOVE, name,
+                f"container {container.name} ({container.short_id}) belongs to {name} but has "
+                "an unexpected name", container=container) if name in current else Step(
+                Action.KEEP, name, f"container {container.name} waits for {name}'s own",
+                container=container))
     for name in sorted(services):
         steps.extend(_plan_service(
             services[name], current.get(name), previous.get(name), images, memory, now,
@@ -301,20 +304,23 @@ def _plan_service(
             return [Step(Action.RECREATE, name,
                          "finishing an update that was interrupted", container=previous, target=target)]
         if blocked:
-            retry = (f"retrying in {failure.retry_at - now:.0f} s" if failure.retry_at
+            # no countdown in the reason: a fault logged once must read the same each pass
+            retry = ("retried with backoff" if failure.retry_at
                      else "not retried until the definition or the image changes")
             return [Step(Action.WAIT, name, f"could not be created: {failure.error}; {retry}")]
         return [Step(Action.CREATE, name, f"no container yet; running {ref}", target=target)]
 
     steps: list[Step] = []
-    trial = memory.probation.get(name)
-    if previous is not None and trial is not None and trial.container_id == current.id:
-        verdict = _probation_verdict(current, trial, now)
+    if previous is not None:
+        # A kept predecessor means the current container is on probation: it must
+        # stay up (and healthy) for health_timeout seconds from its start. Judged
+        # from the containers alone, so a restarted daemon judges the same way.
+        verdict = _probation_verdict(current, _health_timeout(service), now)
         if verdict is None and current.config_hash != wanted:
             verdict = ""  # a newer version is wanted: the trial ends early, as passed
         if verdict is None:
             return [Step(Action.KEEP, name,
-                         f"new container on probation for {trial.until - now:.0f} s more",
+                         f"new container on probation for {_health_timeout(service):g} s",
                          container=current)]
         if verdict:
             return [Step(Action.RESTORE, name,
@@ -323,9 +329,6 @@ def _plan_service(
         steps.append(Step(Action.REMOVE, name,
                           "the new container proved itself; removing its predecessor",
                           container=previous))
-    elif previous is not None:
-        steps.append(Step(Action.REMOVE, name,
-                          "predecessor left over from an earlier update", container=previous))
 
     if current.config_hash != wanted:
         if blocked:
@@ -345,22 +348,29 @@ def _plan_service(
     backoff = memory.restarts.get(current.id)
     if backoff is not None and now < backoff.next_at:
         steps.append(Step(Action.WAIT, name,
-                          f"{current.describe_state()}; starting it again in "
-                          f"{backoff.next_at - now:.0f} s", container=current))
+                          f"{current.describe_state()}; started again after a backoff",
+                          container=current))
     else:
         steps.append(Step(Action.START, name, current.describe_state(), container=current))
     return steps
 
 
-def _probation_verdict(current: Container, trial: Probation, now: float) -> str | None:
+def _health_timeout(service: Service) -> float:
+    if service.health_timeout is None:
+        return constants.DEFAULT_HEALTH_TIMEOUT
+    return service.health_timeout
+
+
+def _probation_verdict(current: Container, timeout: float, now: float) -> str | None:
     """Why a container on probation failed; "" when it passed; None while undecided."""
     if current.status != "running":
         return current.describe_state()
-    if current.restart_count > trial.restart_count:
-        return f"restarted {current.restart_count - trial.restart_count} time(s)"
+    if current.restart_count > 0:
+        return f"restarted {current.restart_count} time(s)"
     if current.health == "unhealthy":
         return "turned unhealthy"
-    if now < trial.until:
+    started = current.started
+    if started is not None and now < started + timeout:
         return None
     if current.health not in (None, "healthy"):
         return f"was still {current.health} when its health timeout ran out"

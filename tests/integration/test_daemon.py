@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
+from puller import constants
 from puller.daemon import Config, Daemon
 from puller.planner import Action
 
@@ -79,6 +81,9 @@ def test_a_deleted_file_removes_the_container(node, images):
     node.tick()
     assert container_id("web-d")
     os.remove(os.path.join(node.directory, "web-d.yml"))
+    # gone for a moment only (an editor saving by rename) is not gone
+    assert node.tick().plan.changes == ()
+    time.sleep(constants.DELETE_GRACE)
     report = node.tick()
     assert [(s.action, s.reason) for s in report.plan.changes] == [
         (Action.REMOVE, "service definition was deleted")]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from puller import constants
 from puller.definitions import DefinitionDir, parse_definition, read_definition
 from puller.errors import DefinitionError
 
@@ -140,13 +142,52 @@ def test_bad_files_do_not_stop_the_others_and_are_left_untouched(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_a_deleted_file_removes_its_service(tmp_path):
+def test_a_deleted_file_removes_its_service_once_it_stays_away(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "DELETE_GRACE", 0.2)
     defs = DefinitionDir(str(tmp_path))
     write(tmp_path / "cassa.yml", GOOD)
     assert "cassa" in defs.scan().services
     (tmp_path / "cassa.yml").unlink()
+    scan = defs.scan()  # an editor saving by rename: the file is away for a moment
+    assert "cassa" in scan.services and scan.recheck_in == 0.2 and not scan.errors
+    time.sleep(0.25)
     scan = defs.scan()
-    assert scan.services == {} and scan.complete
+    assert scan.services == {} and scan.complete and scan.recheck_in is None
+
+
+def test_a_file_back_within_the_grace_keeps_its_service(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "DELETE_GRACE", 0.2)
+    defs = DefinitionDir(str(tmp_path))
+    write(tmp_path / "cassa.yml", GOOD)
+    defs.scan()
+    (tmp_path / "cassa.yml").unlink()
+    defs.scan()
+    write(tmp_path / "cassa.yml", GOOD.replace("latest", "'3.11'"))
+    time.sleep(0.25)
+    assert defs.scan().services["cassa"].tag == "3.11"
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("name: web\nbash: docker run nginx\nrepo: nginx\ntag: v\u00e9\n", "not a valid image tag"),
+    ("name: web\nbash: docker run nginx\nrepo: nginx\nhealth_timeout: 1" + "9" * 400 + "\n",
+     "health_timeout must be between"),
+    ("name: web\nbash: docker run nginx\nrepo: nginx\nhealth_timeout: .inf\n",
+     "health_timeout must be between"),
+    ("name: web\nbash: docker run nginx\nrepo: nginx\nhealth_timeout: .nan\n",
+     "health_timeout must be between"),
+    ("name: " + "[" * 5000 + "\n", "not valid YAML"),
+])
+def test_hostile_values_are_definition_errors(text, fragment):
+    with pytest.raises(DefinitionError, match=fragment.replace("(", r"\(")):
+        parse_definition(text, "web.yml")
+
+
+def test_a_fifo_is_reported_not_read(tmp_path):
+    os.mkfifo(tmp_path / "pipe.yml")
+    write(tmp_path / "cassa.yml", GOOD)
+    scan = DefinitionDir(str(tmp_path)).scan()  # must not block
+    assert set(scan.services) == {"cassa"}
+    assert "not a regular file" in str(scan.errors[0])
 
 
 def test_an_unreadable_directory_removes_nothing(tmp_path):

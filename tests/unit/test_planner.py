@@ -8,7 +8,7 @@ from puller import constants
 from puller.container import Container, Image
 from puller.definitions import parse_definition
 from puller.freshness import Remote
-from puller.planner import (Action, Backoff, Failure, Memory, Probation, config_hash, local_digests, plan,
+from puller.planner import (Action, Backoff, Failure, Memory, config_hash, local_digests, plan,
                             plan_pulls)
 
 NODE = "box-1"
@@ -202,7 +202,11 @@ def test_a_pinned_digest_is_pulled_only_when_missing():
     assert [s.image_ref for s in plan_pulls({"web": pinned}, {ref: None}, {})] == [ref]
 
 
-@pytest.mark.parametrize("status,health,restarts,now,expected,fragment", [
+STARTED = "2026-11-27T00:00:00.123456789Z"
+T0 = Container(id="t", name="t", image_id="", status="running", started_at=STARTED).started
+
+
+@pytest.mark.parametrize("status,health,restarts,after,expected,fragment", [
     ("running", None, 0, 5, Action.KEEP, "on probation"),
     ("running", "starting", 0, 5, Action.KEEP, "on probation"),
     ("running", None, 0, 11, Action.REMOVE, "proved itself"),
@@ -212,15 +216,15 @@ def test_a_pinned_digest_is_pulled_only_when_missing():
     ("exited", None, 0, 5, Action.RESTORE, "exited with code 1"),
     ("running", None, 2, 5, Action.RESTORE, "restarted 2 time(s)"),
 ])
-def test_probation(status, health, restarts, now, expected, fragment):
-    web = service()
+def test_probation_is_judged_from_the_containers(status, health, restarts, after, expected,
+                                                  fragment):
+    web = service()  # health_timeout: the default, 10 s
     new = Container(id="n" * 64, name="web", image_id=IMG1.id, status=status, exit_code=1,
-                    health=health, restart_count=restarts,
+                    health=health, restart_count=restarts, started_at=STARTED,
                     labels={constants.LABEL_SERVICE: "web", constants.LABEL_NODE: NODE,
                             constants.LABEL_HASH: hash_of(web)})
     prev = container("web.prev", hash_="older", status="exited")
-    memory = Memory(probation={"web": Probation(new.id, until=10)})
-    result = plan({"web": web}, [new, prev], {"web:v1": IMG1}, memory, now)
+    result = plan({"web": web}, [new, prev], {"web:v1": IMG1}, Memory(), T0 + after)
     step = result.steps[0]
     assert step.action is expected and fragment in step.reason
     assert [s.action for s in result.steps[1:]] == ([Action.KEEP] if expected is Action.REMOVE else [])
@@ -233,8 +237,19 @@ def test_probation(status, health, restarts, now, expected, fragment):
 def test_a_newer_edit_ends_the_probation_early():
     web, newer = service(), service(bash="docker run -p 81:80 web")
     new = container(hash_=hash_of(web))
+    new = Container(**{**new.__dict__, "started_at": STARTED})
     prev = container("web.prev", hash_="older", status="exited")
-    memory = Memory(probation={"web": Probation(new.id, until=10)})
-    result = plan({"web": newer}, [new, prev], {"web:v1": IMG1}, memory, now=5)
+    result = plan({"web": newer}, [new, prev], {"web:v1": IMG1}, Memory(), now=T0 + 5)
     assert [(s.action, s.container.name) for s in result.steps] == [
         (Action.REMOVE, "web.prev"), (Action.RECREATE, "web")]
+
+
+def test_a_container_under_another_name_stands_in_until_the_new_one_runs():
+    web = service()
+    old = container("box-1-web", service_name="web", hash_=hash_of(web))
+    # a new -name-template: the old container is the predecessor of the new one
+    result = plan({"web": web}, [old], {"web:v1": IMG1}, Memory(), 0)
+    assert [(s.action, s.container.name) for s in result.steps] == [(Action.RECREATE, "box-1-web")]
+    # and while the image is missing, nothing is removed
+    result = plan({"web": service(tag="v9")}, [old], {"web:v9": None}, Memory(), 0)
+    assert [s.action for s in result.changes] == []
