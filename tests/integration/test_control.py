@@ -79,6 +79,8 @@ def test_api_refuses_bad_bodies_with_a_message_and_writes_nothing(live_node, ima
         (json.dumps({"name": "bad-a", "bash": "docker run x && y", "repo": "x"}).encode(), 400,
          "`&&`"),
         (json.dumps({"name": "bad-a", "repo": "x"}).encode(), 400, "missing field 'bash'"),
+        (json.dumps({"name": "bad-a", "bash": "docker run x", "repo": "x", "tga": "v2"}).encode(),
+         400, "unknown field(s) tga"),
         (b"x" * (2 << 20), 413, "at most"),
     ]
     for body, code, fragment in cases:

@@ -130,6 +130,12 @@ def test_a_forged_hook_is_refused_and_deploys_nothing(live_node, registry, repo)
     status, answer = node.call("POST", "/v1/hooks/registry", body, key="the-real-key")
     assert status == 202 and answer == {"accepted": 1}
     serving(port, "two")
+    # a Docker Hub style sender cannot set headers: the key may come in the query
+    hub = json.dumps({"push_data": {"tag": "live"}, "repository": {"repo_name": repo}}).encode()
+    status, _ = node.call("POST", "/v1/hooks/registry?key=wrong", hub, key="")
+    assert status == 401
+    status, answer = node.call("POST", "/v1/hooks/registry?key=the-real-key", hub, key="")
+    assert status == 202 and answer == {"accepted": 1}
 
 
 def test_a_registry_that_is_down_keeps_the_container_and_warns_once(node, engine, cleanup, caplog):
