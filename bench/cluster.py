@@ -202,8 +202,8 @@ def start_loopback(root: str, cleanup: Cleanup, daemons: list[Daemon]) -> list[D
         os.makedirs(directory)
         join = [f"-join=127.0.0.1:{nodes[0].port}"] if nodes else []
         node = Daemon(name, directory, free_port_pair(),
-                      ["-zeroconf=false", "-interval=600", "-verbose", "-name-template={node}-{service}",
-                       cluster, f"-state-dir={os.path.join(root, f'loop-state-{i + 1}')}",
+                      ["-zeroconf=false", "-interval=600", "-verbose",
+                       "-name-template={node}-{service}", cluster, f"-state-dir={os.path.join(root, f'loop-state-{i + 1}')}",
                        *join],
                       os.path.join(root, f"loop-{i + 1}.log"))
         daemons.append(node)

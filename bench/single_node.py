@@ -163,10 +163,13 @@ class DaemonProcess:
 
     def __init__(self, node: str, directory: str, log_path: str, *extra: str):
         self.log_path = log_path
+        # its own ports, state and cluster: never clash with, or join, another puller
+        isolated = (f"-port={free_port() - 1}", f"-state-dir={directory}.state",
+                    "-zeroconf=false", f"-cluster=bench-{node}")
         with open(log_path, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}", *extra],
-                stdout=log, stderr=subprocess.STDOUT)
+                [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}",
+                 *isolated, *extra], stdout=log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:
@@ -239,7 +242,8 @@ class Context:
         return process
 
     def daemon(self, node: str, directory: str, docker_: Docker | None = None) -> Daemon:
-        daemon = Daemon(Config(node=node, directory=directory), docker=docker_)
+        daemon = Daemon(Config(node=node, directory=directory, state_dir=directory + ".state"),
+                        docker=docker_)
         self.daemons.append(daemon)
         return daemon
 

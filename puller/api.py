@@ -160,6 +160,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("%s %s", self.address_string(), format % args)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError) as exc:  # a client that went away
+            log.debug("API client %s: %s", self.client_address[0], exc)
+
     def _handle(self) -> None:
         try:
             length = int(self.headers.get("Content-Length") or 0)

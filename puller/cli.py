@@ -9,11 +9,9 @@ flags of the original (``-node=box-1``) work, and so do ``--node box-1`` and
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -25,10 +23,9 @@ from .errors import PullerError
 if TYPE_CHECKING:
     from .daemon import Config
 
-log = logging.getLogger("puller")
-
-
 def _setup_logging(verbose: bool) -> None:
+    import logging  # here: the client commands start faster without it
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -163,8 +160,11 @@ def _secret(path: str | None) -> bytes | None:
 
 def run_daemon(config: "Config") -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
+    import logging
+
     from .daemon import Daemon
 
+    log = logging.getLogger("puller")
     daemon_ = Daemon(config)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -183,10 +183,12 @@ def run_daemon(config: "Config") -> None:
         daemon_.close()
 
 
-@dataclass(frozen=True)
 class ClientSettings:
-    api_url: str
-    apikey: str | None
+    """Where the client commands find the daemon (not a dataclass: startup time)."""
+
+    def __init__(self, api_url: str, apikey: str | None):
+        self.api_url = api_url
+        self.apikey = apikey
 
     def client(self):
         from .client import Client

@@ -30,7 +30,7 @@ DOCKER_TIMEOUT = 120.0  # seconds for a docker CLI call other than a pull
 PULL_TIMEOUT = 1800.0
 STOP_TIMEOUT = None  # seconds for docker stop; None = the container's own setting
 
-REGISTRY_RATE = 20.0  # manifest HEADs per second to one registry, at most
+REGISTRY_RATE = 50.0  # manifest HEADs per second to one registry, at most
 CHECK_BACKOFF_MIN = 5.0  # seconds before asking a failing registry again
 CHECK_BACKOFF_MAX = 600.0
 DEFAULT_STATE_DIR = "/var/lib/puller"  # puller's own docker config (Google logins) and state
