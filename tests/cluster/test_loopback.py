@@ -6,6 +6,8 @@ import json
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -27,6 +29,20 @@ def test_play_setup_syncs_edits_and_deletions_and_deploys_on_the_matching_node(
     wait_until(lambda: (inspect(f"{second.node}-play") or {}).get("State", {}).get("Running"),
                timeout=20, what="the matching node to deploy")
     assert inspect(f"{first.node}-play") is None and inspect(f"{third.node}-play") is None
+
+    # the cluster trigger: every node checks and deploys now, one answer per node
+    result = subprocess.run([sys.executable, "-m", "puller", f"-port={first.port}", "pull",
+                             "play", "--all", "--json"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    answers = {a["node"]: a for a in json.loads(result.stdout)["nodes"]}
+    assert set(answers) == {d.node for d in nodes}
+    assert answers[second.node]["runs_here"] and not answers[first.node]["runs_here"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{third.port + 1}/v1/propagate-and-pull/play",
+                                timeout=120) as response:
+        assert len(json.loads(response.read())["nodes"]) == 3
+    status = _cluster(first)
+    assert sorted(n["node"] for n in status["nodes"]) == sorted(d.node for d in nodes)
 
     edited = text.replace("tag: v1", "tag: v2")
     first.write("play", edited)
