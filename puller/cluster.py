@@ -120,6 +120,8 @@ class Cluster:
         self._info = None
         self._warned: dict[str, str] = {}
         self._absent_since: dict[str, float] = {}
+        # files unchanged since the last look (same stat) are not read again
+        self._read_cache: dict[str, tuple[tuple, tuple[str, int] | None]] = {}
         # addresses that are this node itself (peers pass them around too)
         self._self_addrs = {_join_host_port(a, config.port)
                             for a in {*_local_addresses("0.0.0.0"), "127.0.0.1", config.bind}}
@@ -181,15 +183,29 @@ class Cluster:
                 continue  # name.yaml and name.yml: the first, as the daemon does
             path = os.path.join(self.config.directory, filename)
             try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            cached = self._read_cache.get(filename)
+            if cached is not None and cached[0] == key:
+                if cached[1] is not None:
+                    valid[name] = cached[1]
+                continue
+            found: tuple[str, int] | None = None
+            try:
                 text = read_text(path)
-                mtime = int(os.stat(path).st_mtime * 1000)
                 parse_definition(text, path)
+                found = (text, st.st_mtime_ns // 1_000_000)
             except (OSError, DefinitionError):
-                continue  # a broken file is not propagated; the daemon reports it
+                pass  # a broken file is not propagated; the daemon reports it
             except Exception as exc:  # bad input never stops the sync
                 log.warning("%s cannot be read: %s", path, exc)
-                continue
-            valid[name] = (text, mtime)
+            self._read_cache[filename] = (key, found)
+            if found is not None:
+                valid[name] = found
+        for filename in set(self._read_cache) - set(names):
+            del self._read_cache[filename]
         return valid, present
 
     def sync_dir(self) -> list[Record]:

@@ -98,6 +98,8 @@ class _Wake(FileSystemEventHandler):
         self.daemon = daemon
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return  # puller's own reads: waking on them would make a busy loop
         paths = [event.src_path, getattr(event, "dest_path", "")]
         if any(path and is_definition_file(os.fsdecode(path)) for path in paths):
             self.daemon.wake()

@@ -35,9 +35,11 @@ def test_play_setup_syncs_edits_and_deletions_and_deploys_on_the_matching_node(
                              "play", "--all", "--json"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    answers = {a["node"]: a for a in json.loads(result.stdout)["nodes"]}
+    answers = {a.get("node"): a for a in json.loads(result.stdout)["nodes"]}
     assert set(answers) == {d.node for d in nodes}
     assert answers[second.node]["runs_here"] and not answers[first.node]["runs_here"]
+    wait_until(lambda: len(_cluster(third)["nodes"]) == 3, timeout=20,
+               what="node 3 to learn of node 2 through the seed")
     with urllib.request.urlopen(f"http://127.0.0.1:{third.port + 1}/v1/propagate-and-pull/play",
                                 timeout=120) as response:
         assert len(json.loads(response.read())["nodes"]) == 3

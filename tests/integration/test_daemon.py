@@ -10,7 +10,7 @@ from puller import constants
 from puller.daemon import Config, Daemon
 from puller.planner import Action
 
-from ..testenv import docker, free_port, inspect, serving
+from ..testenv import docker, free_port, inspect, serving, wait_until
 
 
 
@@ -230,3 +230,16 @@ def test_an_idle_pass_costs_three_docker_calls(node, images):
     node.tick()
     report = node.tick()
     assert report.plan.changes == () and report.docker_calls == 3
+
+
+def test_an_idle_daemon_does_not_wake_itself(live_node, images):
+    # its own reads of the definitions must not count as edits (watchdog reports opens)
+    node = live_node(interval=600.0)
+    for i in range(3):
+        node.web(f"web-q{i}", images.repo)
+    node.daemon.wake()
+    wait_until(lambda: node.daemon.passes >= 2, timeout=20, what="the edits' passes")
+    time.sleep(0.5)
+    passes = node.daemon.passes
+    time.sleep(2.0)
+    assert node.daemon.passes == passes
