@@ -125,7 +125,9 @@ def test_concurrent_puts_of_one_service_leave_one_consistent_file(live_node, ima
         written = yaml.safe_load(handle)
     assert any(yaml.safe_load(body) == written for body in bodies)  # one whole body, not a mix
     assert definitions_in(node.directory) == ["race.yml"]
-    assert not [f for f in os.listdir(node.directory) if f.endswith(".tmp")]  # none left
+    # temp files exist only while a write is under way (the cluster's state file too)
+    wait_until(lambda: not [f for f in os.listdir(node.directory) if f.endswith(".tmp")],
+               timeout=5, what="no temp file left")
 
 
 def test_cli_commands_against_a_live_daemon(live_node, images, cleanup, tmp_path):
