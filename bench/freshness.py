@@ -42,7 +42,7 @@ from puller.client import Client
 from puller.daemon import Config, Daemon
 from puller.definitions import parse_definition
 from puller.freshness import RateLimit
-from puller.hooks import MANIFEST_MEDIA_TYPES
+from puller.registry import MANIFEST_TYPES
 from bench.single_node import (BenchError, DaemonProcess, check_converged, median, ms, swap,
                                wait_serving, web_line, write_definition)
 from tests.cluster.conftest import free_port_pair
@@ -227,7 +227,7 @@ class Staged:
         if docker("image", "inspect", ident, check=False).returncode == 0:
             raise BenchError(f"{ref} is still in the engine after docker image rm")
         request = urllib.request.Request(f"http://{host}/v2/{path}/manifests/stage",
-                                         headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+                                         headers={"Accept": ", ".join(MANIFEST_TYPES)})
         with urllib.request.urlopen(request, timeout=10) as response:
             self.manifest = response.read()
             self.media_type = response.headers["Content-Type"]

@@ -80,7 +80,7 @@ class Peer:
 
     @property
     def addr(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return _join_host_port(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,8 @@ class Cluster:
         data = {"node": self.node,
                 "records": [record.to_json() for _, record in sorted(self.store.records.items())]}
         try:
-            write_atomically(self.state_path, json.dumps(data, indent=1, sort_keys=True))
+            write_atomically(self.state_path, json.dumps(data, indent=1, sort_keys=True),
+                             mode=0o600)  # run lines may carry secrets
         except OSError as exc:
             log.warning("cannot write the cluster state %s: %s", self.state_path, exc)
 
@@ -504,13 +505,6 @@ class Cluster:
                 thread.start()
             for thread in threads:
                 thread.join()
-
-    def sync_now(self) -> None:
-        """One anti-entropy round now (tests and start-up)."""
-        with self.lock:
-            peers = list(self.peers.values())
-        for peer in peers:
-            self._sync_with(peer)
 
     def broadcast(self, kind: str, body: dict) -> list[dict]:
         """Ask every live peer (``pull``, ``status``); replies of those that answered."""

@@ -96,7 +96,8 @@ class History:
     def _save(self) -> None:
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            write_atomically(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
+            write_atomically(self.path, json.dumps(self.entries, indent=1, sort_keys=True),
+                             mode=0o600)  # run lines may carry secrets
         except OSError as exc:
             log.warning("cannot write the history %s: %s", self.path, exc)
 

@@ -16,7 +16,6 @@ from .errors import ImageReferenceError, PullerError
 from .reference import Reference
 from .registry import MANIFEST_TYPES
 
-MANIFEST_MEDIA_TYPES = MANIFEST_TYPES  # a push of anything else (a blob) is not a tag
 
 
 class HookError(PullerError):
@@ -79,7 +78,7 @@ def _distribution(events: Any) -> list[Push]:
         media_type = target.get("mediaType")
         if not (isinstance(repository, str) and isinstance(tag, str) and repository and tag):
             continue  # a blob, or a manifest pushed by digest
-        if media_type and media_type not in MANIFEST_MEDIA_TYPES:
+        if media_type and media_type not in MANIFEST_TYPES:  # a blob is not a tag
             continue
         digest = target.get("digest") if isinstance(target.get("digest"), str) else None
         request = event.get("request") or {}

@@ -245,6 +245,9 @@ def _is_expansion(line: str, i: int, *, quoted: bool) -> bool:
     expand, in double quotes too; unquoted, bash also translates ``$'...'``
     and ``$"..."``. Any other ``$`` is literal.
     """
+    while line[i + 1 : i + 3] == "\\\n":
+        # a shell removes line continuations first: `$\<newline>@` is `$@`
+        line = line[: i + 1] + line[i + 3 :]
     nxt = line[i + 1 : i + 2]
     if not nxt:
         return False

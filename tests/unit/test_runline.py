@@ -319,6 +319,13 @@ _fragment = st.one_of(
 )
 
 
+@pytest.mark.parametrize("line", ["$\\\n@", "a $\\\nHOME", '"$\\\nHOME"', "$\\\n\\\n(x)"])
+def test_an_expansion_split_by_a_line_continuation_is_still_refused(line):
+    # found by the property below: a shell joins the lines first, then expands
+    with pytest.raises(RunLineError, match="expand|substitut|parameter"):
+        split_words(line)
+
+
 @pytest.mark.skipif(_SH is None, reason="no sh on PATH to compare the word splitting with")
 @settings(max_examples=100, deadline=None, database=None)
 @given(st.one_of(st.text(_WORDISH, max_size=30), st.lists(_fragment, max_size=8).map("".join)))
