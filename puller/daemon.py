@@ -102,6 +102,14 @@ class _Wake(FileSystemEventHandler):
             return  # puller's own reads: waking on them would make a busy loop
         paths = [event.src_path, getattr(event, "dest_path", "")]
         if any(path and is_definition_file(os.fsdecode(path)) for path in paths):
+            cluster = self.daemon.cluster
+            if cluster is not None:
+                # version and push the edit now, even while a long pass (a big
+                # pull) keeps the loop busy; files from peers compare equal
+                try:
+                    cluster.sync_dir()
+                except Exception:  # never let the watcher thread die
+                    log.exception("could not sync the definitions after a change")
             self.daemon.wake()
 
 
