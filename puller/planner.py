@@ -227,18 +227,20 @@ def plan(
         else:
             current.setdefault(name, container)
 
-    for name, containers_ in sorted(odd.items()):
-        # the first stands in as the predecessor when there is no other; the rest go
-        # only once the service has a container of its own
+    for name, others in sorted(odd.items()):
+        # The first stands in as the predecessor when there is none; the rest
+        # are removed only once the service has a container of its own.
         if name not in current and name not in previous:
-            previous[name] = containers_.pop(0)
-        for container in containers_:
-            steps.append(Step(
-                Action.REMOVE, name,
-                f"container {container.name} ({container.short_id}) belongs to {name} but has "
-                "an unexpected name", container=container) if name in current else Step(
-                Action.KEEP, name, f"container {container.name} waits for {name}'s own",
-                container=container))
+            previous[name] = others.pop(0)
+        for container in others:
+            if name in current:
+                steps.append(Step(Action.REMOVE, name,
+                                  f"container {container.name} ({container.short_id}) belongs "
+                                  f"to {name} but has an unexpected name", container=container))
+            else:
+                steps.append(Step(Action.KEEP, name,
+                                  f"container {container.name} waits for {name}'s own",
+                                  container=container))
     for name in sorted(services):
         steps.extend(_plan_service(
             services[name], current.get(name), previous.get(name), images, memory, now,

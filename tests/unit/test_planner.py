@@ -253,3 +253,13 @@ def test_a_container_under_another_name_stands_in_until_the_new_one_runs():
     # and while the image is missing, nothing is removed
     result = plan({"web": service(tag="v9")}, [old], {"web:v9": None}, Memory(), 0)
     assert [s.action for s in result.changes] == []
+
+
+def test_a_container_under_another_name_goes_once_the_service_has_its_own():
+    web = service()
+    own = container("web", hash_=hash_of(web))
+    stray = container("box-1-web", service_name="web", hash_=hash_of(web))
+    result = plan({"web": web}, [own, stray], {"web:v1": IMG1}, Memory(), 0)
+    assert [(s.action, s.container.name) for s in result.steps] == [
+        (Action.REMOVE, "box-1-web"), (Action.KEEP, "web")]
+    assert "unexpected name" in result.steps[0].reason
