@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,6 +97,42 @@ class Container:
         if self.status == "exited":
             return f"exited with code {self.exit_code}"
         return self.status
+
+
+# `docker ps --format`: the fields puller needs, each JSON-quoted (tabs and all).
+PS_FIELDS = (".ID", ".Names", ".State", ".Status",
+             *(f'(.Label "{key}")' for key in (constants.LABEL_SERVICE, constants.LABEL_NODE,
+                                                constants.LABEL_HASH, constants.LABEL_IMAGE)))
+PS_FORMAT = "\t".join("{{json %s}}" % field for field in PS_FIELDS)
+_EXIT_CODE = re.compile(r"(?:Exited|Restarting) \((-?\d+)\)")
+_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def from_ps_row(line: str) -> "Container | None":
+    """One line of ``docker ps --format PS_FORMAT`` (pure); None if it is not one.
+
+    Enough to plan an ordinary pass; what ``ps`` cannot tell (restart count,
+    start time, other labels) needs ``docker inspect``."""
+    try:
+        values = [json.loads(part) for part in line.split("\t")]
+    except ValueError:
+        return None
+    if len(values) != len(PS_FIELDS) or not all(isinstance(v, str) for v in values):
+        return None
+    cid, names, state, status, service, node, config_hash, image = values
+    if not cid or not names:
+        return None
+    labels = {key: value for key, value in zip(
+        (constants.LABEL_SERVICE, constants.LABEL_NODE, constants.LABEL_HASH, constants.LABEL_IMAGE),
+        (service, node, config_hash, image)) if value}
+    exit_code = _EXIT_CODE.search(status)
+    health = _HEALTH.search(status)
+    return Container(
+        id=cid, name=names.split(",")[0], image_id=image, status=state,
+        exit_code=int(exit_code.group(1)) if exit_code else 0, labels=labels,
+        health={"health: starting": "starting"}.get(health.group(1), health.group(1))
+        if health else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import sh
 
 from . import constants
-from .container import Container, Image
+from .container import PS_FORMAT, Container, Image, from_ps_row
 from .errors import DockerError, ImageReferenceError
 from .reference import Reference
 
@@ -91,7 +91,17 @@ class Docker:
         return [Container.from_inspect(item) for item in items]
 
     def containers(self, node: str) -> list[Container]:
-        return self.inspect_containers(self.container_ids(node))
+        """This node's containers: one ``docker ps`` as a rule. Only while a
+        predecessor is kept (a new container on probation), or if ps's output is
+        not understood, a batched ``docker inspect`` adds what ps cannot tell."""
+        _, out, _ = self._run(
+            "ps", "--all", "--no-trunc", "--filter", f"label={constants.LABEL_NODE}={node}",
+            "--format", PS_FORMAT,
+        )
+        rows = [from_ps_row(line) for line in out.splitlines() if line.strip()]
+        if any(row is None for row in rows) or any(row.is_previous for row in rows):
+            return self.inspect_containers(self.container_ids(node))
+        return rows
 
     def inspect_container(self, name_or_id: str) -> Container | None:
         found = self.inspect_containers([name_or_id])

@@ -21,8 +21,9 @@ def definition(name: str, repo: str, port: int, label: str, tag: str = "v1") -> 
 
 
 def definitions_in(directory: str) -> list[str]:
-    """The files in a definitions dir, but the cluster's state file."""
-    return sorted(f for f in os.listdir(directory) if f != ".puller-state.json")
+    """The visible files of a definitions dir (not the cluster's hidden state file,
+    nor the hidden temp file of a write under way)."""
+    return sorted(f for f in os.listdir(directory) if not f.startswith("."))
 
 
 def puller(node, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
