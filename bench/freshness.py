@@ -43,7 +43,7 @@ from puller.daemon import Config, Daemon
 from puller.definitions import parse_definition
 from puller.freshness import RateLimit
 from puller.registry import MANIFEST_TYPES
-from bench.single_node import (BenchError, DaemonProcess, check_converged, median, ms, swap,
+from bench.single_node import (BenchError, DaemonProcess, check_converged, converge, median, ms, swap,
                                wait_serving, web_line, write_definition)
 from tests.cluster.conftest import free_port_pair
 from tests.testenv import Cleanup, Engine, Registry, build_image, docker, image_id
@@ -429,13 +429,7 @@ def bench_idle(root: str, cleanup: Cleanup, plain: Registry, services: int, pass
     daemon = Daemon(Config(node=cleanup.node("bench-idle"), directory=directory,
                            state_dir=os.path.join(root, "state-idle")))
     daemons.append(daemon)
-    for _ in range(5):
-        report = daemon.tick()
-        if not report.plan.changes and not report.pulls:
-            break
-    else:
-        raise BenchError(f"{services} services did not converge in 5 passes: {report.faults}")
-    check_converged(report, services, "after the deploy")
+    converge(daemon, services)
 
     checking: list[float] = []
     check = daemon.freshness.check

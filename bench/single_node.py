@@ -164,6 +164,17 @@ def problems(log: str) -> str:
                      if ("WARNING" in line or "ERROR" in line) and "no cluster secret" not in line)
 
 
+def converge(daemon, services: int) -> None:
+    """Passes until nothing changes (5 at most), then every service kept."""
+    for _ in range(5):
+        report = daemon.tick()
+        if not report.plan.changes and not report.pulls:
+            break
+    else:
+        raise BenchError(f"{services} services did not converge in 5 passes: {report.faults}")
+    check_converged(report, services, "after the deploy")
+
+
 class DaemonProcess:
     """``python -m puller -d ...`` in its own process, logging to a file."""
 
@@ -389,13 +400,7 @@ def bench_idle(ctx: Context, services: int, passes: int, cpu_seconds: float) -> 
         write_definition(directory, f"bench-{ctx.cleanup.run_id}-{i:02d}",
                          f"docker run --init --label {label} {repo} sleep 100000", repo, "v1")
     daemon = ctx.daemon(node, directory)
-    for attempt in range(5):
-        report = daemon.tick()
-        if not report.plan.changes and not report.pulls:
-            break
-    else:
-        raise BenchError(f"{services} services did not converge in 5 passes: {report.faults}")
-    check_converged(report, services, "after the deploy")
+    converge(daemon, services)
     ids = node_container_ids(node)
     if len(ids) != services:
         raise BenchError(f"{len(ids)} containers for {services} services")
