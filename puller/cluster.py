@@ -392,27 +392,19 @@ class Cluster:
     def exchange(self, peer: Peer, messages: list[dict],
                  timeout: float = constants.SYNC_TIMEOUT) -> list[dict]:
         """Send messages over one connection; returns the replies (each within ``timeout``)."""
-        replies = []
-        with socket.create_connection((peer.host, peer.port),
-                                      timeout=constants.SYNC_TIMEOUT) as sock:
-            sock.settimeout(timeout)
-            for message in messages:
-                sock.sendall(self._encode(message, sock))
-                payload = _read_frame(sock)
-                if payload is None:
-                    raise ConnectionError("the peer closed the connection")
-                envelope = self.receiver.decode(payload, wall_ms())
-                if peer.node is None:
-                    peer.node = envelope.sender
-                replies.append(envelope.message)
-        return replies
+        with self._connect(peer, timeout) as sock:
+            return [self._request(sock, peer, message) for message in messages]
+
+    @staticmethod
+    def _connect(peer: Peer, timeout: float = constants.SYNC_TIMEOUT) -> socket.socket:
+        sock = socket.create_connection((peer.host, peer.port), timeout=constants.SYNC_TIMEOUT)
+        sock.settimeout(timeout)
+        return sock
 
     def _sync_with(self, peer: Peer) -> None:
         """One push-pull exchange, and the peer's peers."""
         try:
-            with socket.create_connection((peer.host, peer.port),
-                                          timeout=constants.SYNC_TIMEOUT) as sock:
-                sock.settimeout(constants.SYNC_TIMEOUT)
+            with self._connect(peer) as sock:
                 with self.lock:
                     request = self.gossip.sync_request()
                 reply = self._request(sock, peer, request)
