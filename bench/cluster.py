@@ -38,7 +38,7 @@ import time
 import uuid
 
 from puller import constants
-from puller.definitions import parse_definition
+from puller.node.definitions import parse_definition
 from bench.freshness import (StartEvents, check_log, environment, environment_line, log_lines, p90,
                              write_report)
 from bench.single_node import BenchError, fetch_quietly, median, ms, wait_serving, web_line
@@ -53,7 +53,7 @@ PEER_LINE = re.compile(r"INFO puller\.cluster: peer (\S+)")
 def versioned(text: str, since: float, service: str) -> float:
     """Seconds from ``since`` until node 1's log says it versioned the local edit."""
     for stamp, logger, message in log_lines(text, since):
-        if logger == "puller.cluster" and message.startswith(f"{service}: local edit"):
+        if logger == "puller.cluster.lan" and message.startswith(f"{service}: local edit"):
             return stamp - since
     raise BenchError(f"node 1's log lacks the local edit: {text[-3000:]}")
 
@@ -69,10 +69,10 @@ def phases(text: str, since: float, service: str) -> dict[str, float]:
                 return stamp
         raise BenchError(f"node 3's log lacks a line of the round: {text[-3000:]}")
 
-    received = first(lambda lg, m: lg == "puller.cluster" and m.startswith(f"{service}: updated"),
+    received = first(lambda lg, m: lg == "puller.cluster.lan" and m.startswith(f"{service}: updated"),
                      since)
-    facts = first(lambda lg, m: lg == "puller.docker" and m.startswith("docker "), received)
-    run = first(lambda lg, m: lg == "puller.docker" and m.startswith("docker run "), facts)
+    facts = first(lambda lg, m: lg == "puller.node.docker" and m.startswith("docker "), received)
+    run = first(lambda lg, m: lg == "puller.node.docker" and m.startswith("docker run "), facts)
     return {"received": received - since, "to_facts": facts - received,
             "to_run": run - facts, "run_at": run - since}
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from puller.client import Client
+from puller.control.client import Client
 from bench.freshness import (StartEvents, check_log, environment, environment_line,
                              isolated_flags, log_lines, p90, write_report)
 from bench.single_node import (BenchError, DaemonProcess, median, ms, swap, wait_serving,
@@ -130,7 +130,7 @@ def import_costs(api: str, repeats: int = 3) -> dict:
 # Candidates to import lazily or to avoid, each imported after what the CLI
 # needs anyway: its marginal cost is what leaving it out would save.
 CANDIDATES = (
-    ("urllib.request", "import click, json", "puller.client's HTTP client"),
+    ("urllib.request", "import click, json", "puller.control.client's HTTP client"),
     ("http.client", "import click, json", "urllib.request's own HTTP stack (email, ssl)"),
     ("urllib.request", "import click, json, http.client", "urllib.request beyond http.client"),
     ("socket", "import click, json", "a bare socket, enough for http:// on loopback"),
@@ -250,7 +250,7 @@ def phases(log: str, since: float) -> dict[str, float]:
     """Seconds from ``since`` to the rollback pass's first docker call, its
     ``docker stop`` and its ``docker run`` (the daemon's -verbose log, ms stamps)."""
     lines = [(stamp - since, message) for stamp, logger, message in log_lines(log, since)
-             if logger == "puller.docker"]
+             if logger == "puller.node.docker"]
     found = {}
     for key, prefix in (("facts", "docker "), ("stop", "docker stop "), ("run", "docker run ")):
         after = found.get("facts", 0.0)

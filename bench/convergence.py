@@ -42,8 +42,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from puller.gossip import SYNC_REPLY, Gossip
-from puller.versions import Clock, Record, Store, Version
+from puller.cluster.gossip import SYNC_REPLY, Gossip
+from puller.cluster.versions import Clock, Record, Store, Version
 
 FANOUT = 3
 SIZES = (10, 100, 1000)

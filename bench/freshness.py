@@ -38,11 +38,11 @@ import time
 import urllib.request
 import uuid
 
-from puller.client import Client
+from puller.control.client import Client
 from puller.daemon import Config, Daemon
-from puller.definitions import parse_definition
-from puller.freshness import RateLimit
-from puller.registry import MANIFEST_TYPES
+from puller.node.definitions import parse_definition
+from puller.images.freshness import RateLimit
+from puller.images.registry import MANIFEST_TYPES
 from bench.single_node import (BenchError, DaemonProcess, check_converged, converge, median, ms, swap,
                                wait_serving, web_line, write_definition)
 from tests.cluster.conftest import free_port_pair
@@ -204,9 +204,9 @@ def deploy_phases(log: str, since: float, service: str) -> dict[str, float]:
                 return stamp - since
         raise BenchError(f"the daemon's log lacks a step of {service}'s deploy:\n{log[-3000:]}")
 
-    pull = first(lambda lg, m: lg == "puller.docker" and " pull " in f" {m} ", since)
-    pulled = first(lambda lg, m: lg == "puller.executor" and m.startswith("pulled "), since + pull)
-    run = first(lambda lg, m: lg == "puller.docker" and m.startswith("docker run ")
+    pull = first(lambda lg, m: lg == "puller.node.docker" and " pull " in f" {m} ", since)
+    pulled = first(lambda lg, m: lg == "puller.node.executor" and m.startswith("pulled "), since + pull)
+    run = first(lambda lg, m: lg == "puller.node.docker" and m.startswith("docker run ")
                 and f"--name {service} " in m, since + pulled)
     return {"pull": pull, "pulled": pulled, "run": run}
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 from puller import constants
 from puller.daemon import Config, Daemon, PassReport
-from puller.definitions import parse_definition
-from puller.docker import Docker
-from puller.planner import Action
+from puller.node.definitions import parse_definition
+from puller.node.docker import Docker
+from puller.node.planner import Action
 from tests.testenv import Cleanup, Engine, Registry, build_image, docker, fetch, free_port, wait_until
 
 POLL = 0.005  # seconds between HTTP polls

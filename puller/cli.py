@@ -115,7 +115,7 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
         raise click.BadParameter("the node name must not be empty", param_hint="-node")
     _setup_logging(verbose)
     from .daemon import Config  # keeps `puller --help` fast
-    from .gcloud import DEFAULT_GOOGLE_REGISTRIES
+    from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES
 
     run_daemon(Config(node=node, directory=directory, port=port, interval=interval,
                       pull_every=pull_every, state_dir=state_dir,
@@ -191,7 +191,7 @@ class ClientSettings:
         self.apikey = apikey
 
     def client(self):
-        from .client import Client
+        from .control.client import Client
 
         return Client(self.api_url, self.apikey)
 
@@ -305,7 +305,7 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
 
     import yaml
 
-    from .client import DaemonUnreachable
+    from .control.client import DaemonUnreachable
 
     failed = []
     results = []

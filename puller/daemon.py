@@ -23,18 +23,18 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import constants
-from .cluster import Cluster, ClusterConfig
-from .container import Container, Image
-from .definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
-from .docker import Docker
+from .cluster.lan import Cluster, ClusterConfig
+from .node.container import Container, Image
+from .node.definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
+from .node.docker import Docker
 from .errors import PullerError
-from .executor import Executor, Outcome, remember
+from .node.executor import Executor, Outcome, remember
 from .faults import FaultLog
-from .freshness import Freshness, Remote
-from .gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
-from .history import History
-from .hooks import Push
-from .planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls
+from .images.freshness import Freshness, Remote
+from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
+from .node.history import History
+from .images.hooks import Push
+from .node.planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ class Daemon:
 
     def start_api(self) -> None:
         if self._api is None:
-            from .api import Api
+            from .control.api import Api
 
             host, port = self.api_address()
             try:
@@ -380,7 +380,7 @@ class Daemon:
 
     def _peer_pull(self, body: dict) -> dict:
         """A peer asks this node to check and deploy a service now."""
-        from .api import service_result
+        from .control.api import service_result
 
         name = str(body.get("service", ""))
         try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the ``docker run`` flag table in ``puller/runflags.py``.
+"""Regenerate the ``docker run`` flag table in ``puller/node/runflags.py``.
 
 Usage::
 
@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from puller import runflags  # noqa: E402  (needs the path set above)
-from puller.runflags import Flag, parse_help  # noqa: E402
+from puller.node import runflags  # noqa: E402  (needs the path set above)
+from puller.node.runflags import Flag, parse_help  # noqa: E402
 
 BEGIN = "# BEGIN GENERATED"
 END = "# END GENERATED"
@@ -65,7 +65,7 @@ def merge(sources: dict[str, dict[str, Flag]]) -> tuple[dict[str, Flag], list[st
 
 
 def render_table(flags: dict[str, Flag]) -> str:
-    """The generated block of ``puller/runflags.py``, markers included."""
+    """The generated block of ``puller/node/runflags.py``, markers included."""
     lines = [f"{BEGIN} by scripts/gen_runflags.py -- edit by regenerating"]
     lines.append("_TABLE: tuple[Flag, ...] = (")
     for name in sorted(flags):
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "dockers", nargs="*", help="docker clients to ask (default: the docker on PATH)"
     )
-    parser.add_argument("--write", action="store_true", help="rewrite puller/runflags.py in place")
+    parser.add_argument("--write", action="store_true", help="rewrite puller/node/runflags.py in place")
     options = parser.parse_args(argv)
 
     dockers = options.dockers or [shutil.which("docker") or "docker"]

@@ -110,7 +110,7 @@ def test_bad_frames_are_refused_logged_and_change_nothing(daemons, images, clean
     secret.write_text("right-secret\n")
     node = daemons("guard", *PLAY, f"-secret-file={secret}", "-bind=127.0.0.1")
     wait_until(lambda: "syncing on" in node.log(), timeout=20, what="the daemon to start")
-    from puller.frames import encode
+    from puller.cluster.frames import encode
 
     evil = {"type": "push", "body": {"records": [{
         "name": "evil", "version": [int(time.time() * 1000) + 10_000, 0, "x"],

@@ -8,7 +8,7 @@ import time
 
 from puller import constants
 from puller.daemon import Config, Daemon
-from puller.planner import Action
+from puller.node.planner import Action
 
 from ..testenv import docker, free_port, inspect, serving, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from puller.planner import Action
+from puller.node.planner import Action
 
 from ..testenv import fetch, inspect, serving
 

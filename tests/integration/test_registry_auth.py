@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from puller.credentials import Credentials, from_auths
+from puller.images.credentials import Credentials, from_auths
 from puller.daemon import Config, Daemon
-from puller.gcloud import DEFAULT_GOOGLE_REGISTRIES, USERNAME as GOOGLE_USER
-from puller.hooks import Push
-from puller.reference import Reference
-from puller.registry import AuthenticationError, RegistryClient
+from puller.images.gcloud import DEFAULT_GOOGLE_REGISTRIES, USERNAME as GOOGLE_USER
+from puller.images.hooks import Push
+from puller.images.reference import Reference
+from puller.images.registry import AuthenticationError, RegistryClient
 
 from ..testenv import (
     Registry,

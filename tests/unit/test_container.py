@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from puller import constants
-from puller.container import PS_FIELDS, Container, from_ps_row
+from puller.node.container import PS_FIELDS, Container, from_ps_row
 
 # recorded from `docker ps --format PS_FORMAT` (docker 20.10 and 28 clients alike)
 RUNNING = ('"96d60b45"\t"web"\t"running"\t"Up 2 seconds (healthy)"\t"web"\t"n1"\t"abc"\t'

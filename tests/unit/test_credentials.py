@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puller import credentials
-from puller.credentials import (
+from puller.images import credentials
+from puller.images.credentials import (
     DOCKER_HUB_AUTH_KEY,
     Credentials,
     from_auths,
@@ -23,7 +23,7 @@ from puller.credentials import (
     helper_for,
     lookup,
 )
-from puller.gcloud import (
+from puller.images.gcloud import (
     DEFAULT_GOOGLE_REGISTRIES,
     USERNAME as GOOGLE_USER,
     GoogleAuthError,
@@ -92,7 +92,7 @@ def test_a_password_may_hold_colons():
 
 def test_bad_base64_is_skipped_with_a_warning(caplog):
     config = {"auths": {"r.example.com": {"auth": "%%%not base64%%%" * 3 + "\xff"}}}
-    with caplog.at_level(logging.WARNING, logger="puller.credentials"):
+    with caplog.at_level(logging.WARNING, logger="puller.images.credentials"):
         assert from_auths(config, "r.example.com") is None
     assert "r.example.com" in caplog.text
 
@@ -195,14 +195,14 @@ def test_a_helper_without_usable_credentials(helper, registry):
 
 @pytest.mark.parametrize("name", ["missing", "../test", ""])
 def test_a_helper_that_cannot_run(helper, name, caplog):
-    with caplog.at_level(logging.DEBUG, logger="puller.credentials"):
+    with caplog.at_level(logging.DEBUG, logger="puller.images.credentials"):
         assert from_helper(name, "r.example.com") is None
     assert "helper" in caplog.text
 
 
 def test_a_broken_helper_is_reported_once(helper, caplog, monkeypatch):
     monkeypatch.setattr(credentials, "_warned", set())
-    with caplog.at_level(logging.DEBUG, logger="puller.credentials"):
+    with caplog.at_level(logging.DEBUG, logger="puller.images.credentials"):
         for _ in range(3):
             assert from_helper("absent", "r.example.com") is None
     levels = [r.levelno for r in caplog.records if "docker-credential-absent" in r.getMessage()]
@@ -240,7 +240,7 @@ def test_lookup_without_a_config(tmp_path, monkeypatch):
 
 def test_an_unreadable_config_counts_as_none(tmp_path, caplog):
     (tmp_path / "config.json").write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="puller.credentials"):
+    with caplog.at_level(logging.WARNING, logger="puller.images.credentials"):
         assert lookup("r.example.com", str(tmp_path)) is None
     assert "config" in caplog.text
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puller import constants
-from puller.definitions import DefinitionDir, parse_definition, read_definition
+from puller.node.definitions import DefinitionDir, parse_definition, read_definition
 from puller.errors import DefinitionError
 
 GOOD = """\

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puller import frames
+from puller.cluster import frames
 from puller.errors import PullerError
-from puller.frames import (MAX_FRAME, MAX_SKEW_MS, PROTOCOL_VERSION, Envelope, Forged, FrameError,
+from puller.cluster.frames import (MAX_FRAME, MAX_SKEW_MS, PROTOCOL_VERSION, Envelope, Forged, FrameError,
                            Malformed, Oversized, Receiver, Replayed, Stale, WrongCluster, WrongVersion,
                            encode, frame_length)
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puller.errors import PullerError
-from puller.gossip import Gossip, GossipError
-from puller.versions import MAX_TEXT, Record, Store, Version
+from puller.cluster.gossip import Gossip, GossipError
+from puller.cluster.versions import MAX_TEXT, Record, Store, Version
 
 T = 1_700_000_000_000
 PROPERTY = settings(max_examples=60, deadline=None, database=None)
@@ -177,7 +177,7 @@ def test_a_bad_record_is_skipped_the_others_merged(caplog):
     message = {"type": "push", "body": {"records": [
         rec("good").to_json(), {"name": "../evil", "version": [T, 0, "a"], "text": "x"},
         {"name": "big", "version": [T, 0, "a"], "text": "x" * (MAX_TEXT + 1)}, 7]}}
-    with caplog.at_level(logging.DEBUG, logger="puller.gossip"):
+    with caplog.at_level(logging.DEBUG, logger="puller.cluster.gossip"):
         _, won = gossip.handle(message)
         assert won == [rec("good")]
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puller.hooks import HookError, Push, parse_notification
+from puller.images.hooks import HookError, Push, parse_notification
 
 DIGEST = "sha256:" + "5e" * 32
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

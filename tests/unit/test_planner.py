@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from puller import constants
-from puller.container import Container, Image
-from puller.definitions import parse_definition
-from puller.freshness import Remote
-from puller.planner import (Action, Backoff, Failure, Memory, config_hash, local_digests, plan,
+from puller.node.container import Container, Image
+from puller.node.definitions import parse_definition
+from puller.images.freshness import Remote
+from puller.node.planner import (Action, Backoff, Failure, Memory, config_hash, local_digests, plan,
                             plan_pulls)
 
 NODE = "box-1"

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puller.errors import ImageReferenceError
-from puller.reference import Reference, same_repository
+from puller.images.reference import Reference, same_repository
 
 SHA = "sha256:" + "0123456789abcdef" * 4
 

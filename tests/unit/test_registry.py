@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puller.credentials import Credentials
-from puller.reference import Reference
-from puller.registry import (
+from puller.images.credentials import Credentials
+from puller.images.reference import Reference
+from puller.images.registry import (
     MANIFEST_TYPES,
     AuthenticationError,
     RegistryClient,

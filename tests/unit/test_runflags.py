@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from puller import runflags
-from puller.runflags import FLAGS, SHORT, Flag, parse_help
+from puller.node import runflags
+from puller.node.runflags import FLAGS, SHORT, Flag, parse_help
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE_DAEMON = "tcp://127.0.0.1:1"

@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from puller.errors import RunLineError
-from puller.runflags import FLAGS, SHORT
-from puller.runline import RunLine, parse_run_line, split_words
+from puller.node.runflags import FLAGS, SHORT
+from puller.node.runline import RunLine, parse_run_line, split_words
 
 SHA = "sha256:" + "ab" * 32
 

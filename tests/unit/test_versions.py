@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puller.versions import (MAX_DRIFT_MS, MAX_TEXT, TOMBSTONE_GRACE_MS, Clock, Record, Store,
+from puller.cluster.versions import (MAX_DRIFT_MS, MAX_TEXT, TOMBSTONE_GRACE_MS, Clock, Record, Store,
                              Version)
 
 T = 1_700_000_000_000  # a wall clock in ms

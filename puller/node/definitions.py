@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from . import constants
-from .errors import DefinitionError, ImageReferenceError, RunLineError
-from .fsutil import write_atomically
-from .reference import Reference
+from .. import constants
+from ..errors import DefinitionError, ImageReferenceError, RunLineError
+from ..fsutil import write_atomically
+from ..images.reference import Reference
 from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import json
 import logging
 from typing import Any, Iterable
 
-from .errors import PullerError
+from ..errors import PullerError
 from .versions import Record, Store, Version
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .credentials import Credentials
-from .errors import PullerError
+from ..errors import PullerError
 from .reference import Reference
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from .definitions import NAME_RE
+from ..node.definitions import NAME_RE
 
 MAX_DRIFT_MS = 60_000  # a remote clock further ahead than this does not move ours
 TOMBSTONE_GRACE_MS = 7 * 24 * 3600 * 1000  # a tombstone is forgotten after this long

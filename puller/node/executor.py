@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from . import constants
+from .. import constants
 from .container import Container
 from .docker import NAME_IN_USE, Docker
-from .errors import DockerError, PullerError
-from .backoff import next_backoff
+from ..errors import DockerError, PullerError
+from ..backoff import next_backoff
 from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
-from .reference import Reference
+from ..images.reference import Reference
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Any
 
-from .errors import PullerError
+from ..errors import PullerError
 
 
 class DaemonUnreachable(PullerError):

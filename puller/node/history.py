@@ -16,9 +16,9 @@ import os
 import threading
 from typing import Any, Mapping
 
-from . import constants
-from .errors import PullerError
-from .fsutil import write_atomically
+from .. import constants
+from ..errors import PullerError
+from ..fsutil import write_atomically
 
 log = logging.getLogger(__name__)
 

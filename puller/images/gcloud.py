@@ -17,7 +17,7 @@ import threading
 from typing import Sequence
 
 from .credentials import Credentials
-from .errors import PullerError
+from ..errors import PullerError
 from .reference import Reference
 
 log = logging.getLogger(__name__)

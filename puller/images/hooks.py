@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ImageReferenceError, PullerError
+from ..errors import ImageReferenceError, PullerError
 from .reference import Reference
 from .registry import MANIFEST_TYPES
 

@@ -14,14 +14,14 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
-from . import constants
+from .. import constants
 from .container import Container, Image
 from .definitions import Service
-from .errors import ImageReferenceError
-from .reference import Reference
+from ..errors import ImageReferenceError
+from ..images.reference import Reference
 
 if TYPE_CHECKING:
-    from .freshness import Remote
+    from ..images.freshness import Remote
 
 
 @enum.unique

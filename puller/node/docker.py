@@ -15,10 +15,10 @@ from typing import Iterable, Sequence
 
 import sh
 
-from . import constants
+from .. import constants
 from .container import PS_FORMAT, Container, Image, from_ps_row
-from .errors import DockerError, ImageReferenceError
-from .reference import Reference
+from ..errors import DockerError, ImageReferenceError
+from ..images.reference import Reference
 
 log = logging.getLogger(__name__)
 

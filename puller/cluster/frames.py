@@ -23,7 +23,7 @@ import threading
 import re
 from dataclasses import dataclass
 
-from .errors import PullerError
+from ..errors import PullerError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 4 * 1024 * 1024  # bytes of JSON after the length header, at most

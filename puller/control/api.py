@@ -18,12 +18,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import __version__, constants
-from .errors import PullerError
-from .hooks import HookError, parse_notification
+from .. import __version__, constants
+from ..errors import PullerError
+from ..images.hooks import HookError, parse_notification
 
 if TYPE_CHECKING:
-    from .daemon import Daemon, PassReport
+    from ..daemon import Daemon, PassReport
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +311,8 @@ def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 
 def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
-    from .definitions import FIELDS, definition_fields, write_definition
-    from .errors import DefinitionError
+    from ..node.definitions import FIELDS, definition_fields, write_definition
+    from ..errors import DefinitionError
 
     name = fields.get("name")
     unknown = sorted(str(key) for key in fields if key not in FIELDS)
@@ -341,7 +341,7 @@ def _current(api: Api, name: str):
 
 @route("GET", "/v1/services")
 def list_services(api: Api, request: Request) -> tuple[int, Any]:
-    from .definitions import definition_fields
+    from ..node.definitions import definition_fields
 
     scan = api.daemon.definitions.scan()
     node = api.daemon.config.node
@@ -353,7 +353,7 @@ def list_services(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("GET", "/v1/services/{name}")
 def get_service(api: Api, request: Request) -> tuple[int, Any]:
-    from .definitions import definition_fields
+    from ..node.definitions import definition_fields
 
     service = _current(api, request.params["name"])
     return 200, {"service": definition_fields(service), "path": service.path,
@@ -368,8 +368,8 @@ def put_service(api: Api, request: Request) -> tuple[int, Any]:
 @route("PUT", "/v1/services")
 def put_services(api: Api, request: Request) -> tuple[int, Any]:
     """The original's bulk PUT: a list of definitions, all valid or none written."""
-    from .definitions import FIELDS, parse_definition, render_definition
-    from .errors import DefinitionError
+    from ..node.definitions import FIELDS, parse_definition, render_definition
+    from ..errors import DefinitionError
 
     data = request.json()
     if isinstance(data, dict) and isinstance(data.get("services"), list):
@@ -391,7 +391,7 @@ def put_services(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("DELETE", "/v1/services/{name}")
 def delete_service(api: Api, request: Request) -> tuple[int, Any]:
-    from .definitions import remove_definition
+    from ..node.definitions import remove_definition
 
     name = request.params["name"]
     with api.write_lock:
@@ -404,8 +404,8 @@ def delete_service(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("POST", "/v1/services/{name}/tag")
 def set_tag(api: Api, request: Request) -> tuple[int, Any]:
-    from .definitions import definition_fields
-    from .history import without_pin
+    from ..node.definitions import definition_fields
+    from ..node.history import without_pin
 
     body = request.json()
     tag = body.get("tag") if isinstance(body, dict) else None
@@ -417,8 +417,8 @@ def set_tag(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("POST", "/v1/services/{name}/rollback")
 def rollback(api: Api, request: Request) -> tuple[int, Any]:
-    from .definitions import definition_fields
-    from .history import NoRollback, rollback_fields
+    from ..node.definitions import definition_fields
+    from ..node.history import NoRollback, rollback_fields
 
     name = request.params["name"]
     body = request.json() if request.body else {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from . import constants
+from .. import constants
 
 RUNNING_STATES = ("running", "restarting", "paused")
 # docker's StartedAt: RFC 3339 with nanoseconds, e.g. 2026-11-27T19:57:09.066251072Z

@@ -28,12 +28,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import constants
-from .definitions import (definition_path, is_definition_file, parse_definition, read_text,
+from .. import constants
+from ..node.definitions import (definition_path, is_definition_file, parse_definition, read_text,
                           remove_definition)
-from .errors import DefinitionError, PullerError
+from ..errors import DefinitionError, PullerError
 from .frames import PROTOCOL_VERSION, FrameError, Receiver, encode, frame_length
-from .fsutil import write_atomically
+from ..fsutil import write_atomically
 from .gossip import Gossip, GossipError
 from .versions import TOMBSTONE_GRACE_MS, Clock, Record, Store, Version
 

@@ -17,10 +17,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from puller.constants import LABEL_PREFIX
-from puller.errors import ImageReferenceError, RunLineError
-from puller.reference import Reference
-from puller.runflags import FLAGS, SHORT, Flag
+from ..constants import LABEL_PREFIX
+from ..errors import ImageReferenceError, RunLineError
+from ..images.reference import Reference
+from .runflags import FLAGS, SHORT, Flag
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # what Go's ParseBool accepts
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
