@@ -69,7 +69,7 @@ def phases(text: str, since: float, service: str) -> dict[str, float]:
                 return stamp
         raise BenchError(f"node 3's log lacks a line of the round: {text[-3000:]}")
 
-    received = first(lambda lg, m: lg == "puller.cluster.lan" and m.startswith(f"{service}: updated"),
+    received = first(lambda lg, m: lg == "puller.cluster.dirsync" and m.startswith(f"{service}: updated"),
                      since)
     facts = first(lambda lg, m: lg == "puller.node.docker" and m.startswith("docker "), received)
     run = first(lambda lg, m: lg == "puller.node.docker" and m.startswith("docker run "), facts)

@@ -23,3 +23,19 @@ class FaultLog:
         for key in set(self.active) - set(faults):
             self.log.info("resolved: %s", key)
         self.active = dict(faults)
+
+
+class OnceLog:
+    """Logs a message at WARNING the first time it is seen under its key, and
+    at DEBUG while it repeats unchanged (a peer that keeps sending garbage)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.log = logger
+        self._last: dict[str, str] = {}
+
+    def warning(self, key: str, message: str) -> None:
+        if self._last.get(key) != message:
+            self.log.warning("%s", message)
+            self._last[key] = message
+        else:
+            self.log.debug("%s", message)

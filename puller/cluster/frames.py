@@ -19,8 +19,8 @@ import hashlib
 import heapq
 import hmac
 import json
-import threading
 import re
+import threading
 from dataclasses import dataclass
 
 from ..errors import PullerError
