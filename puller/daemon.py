@@ -16,25 +16,28 @@ import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import constants
+from .cluster.backend import ClusterBackend
 from .cluster.lan import Cluster, ClusterConfig
-from .node.container import Container, Image
-from .node.definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
-from .node.docker import Docker
+from .control.api import Api
 from .errors import PullerError
-from .node.executor import Executor, Outcome, remember
 from .faults import FaultLog
 from .images.freshness import Freshness, Remote
 from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
-from .node.history import History
 from .images.hooks import Push
+from .node.container import Container, Image
+from .node.definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
+from .node.docker import Docker
+from .node.executor import Executor, Outcome, remember
+from .node.history import History
 from .node.planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls
+from .node.report import PassReport, PassRequest, service_result
 
 log = logging.getLogger(__name__)
 
@@ -59,31 +62,6 @@ class Config:
 
     def container_name(self, service: str) -> str:
         return self.name_template.format(service=service, node=self.node)
-
-
-@dataclass
-class PassRequest:
-    """A pass asked for from outside the loop (an HTTP trigger, a registry hook)."""
-
-    services: frozenset[str] = frozenset()  # ask the registry about their images now
-    pushes: tuple[Push, ...] = ()  # tags pushed, from registry notifications
-    future: Future = field(default_factory=Future)
-
-
-@dataclass(frozen=True)
-class PassReport:
-    """What one pass saw and did."""
-
-    scan: Scan
-    plan: Plan
-    at: float = 0.0
-    remotes: dict[str, Remote] = field(default_factory=dict)
-    images: dict[str, Image | None] = field(default_factory=dict)
-    containers: tuple[Container, ...] = ()  # this node's, after the pass
-    pulls: tuple[Outcome, ...] = ()
-    outcomes: tuple[Outcome, ...] = ()
-    docker_calls: int = 0
-    faults: dict[str, str] = field(default_factory=dict)
 
 
 def _is_loopback(host: str) -> bool:
@@ -137,7 +115,7 @@ class Daemon:
         self._stop = threading.Event()
         self._observer: Observer | None = None
         self._api = None
-        self.cluster: Cluster | None = None
+        self.cluster: ClusterBackend | None = None
 
     # One pass ------------------------------------------------------------------
 
@@ -158,35 +136,8 @@ class Daemon:
         scan = self.definitions.scan()
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
-        refs = {service.image_ref for service in services.values()}
-        tags = {ref for ref in refs if "@" not in ref}
-        forced = {services[name].image_ref for name in check if name in services} & tags
-        noted = {}
-        for push in pushes:
-            for ref in tags:
-                if not push.matches(ref):
-                    continue
-                if push.digest and push.same_host(ref):
-                    noted[ref] = push.digest
-                else:
-                    forced.add(ref)
-        known = self.freshness.remotes()
-        due = tags if pull_due else {ref for ref in tags if ref not in known}
-        remotes = self.freshness.check(due - set(noted), now, force=forced - set(noted))
-        for ref, digest in noted.items():
-            self.freshness.note(ref, digest, now)
-            remotes[ref] = self.freshness.remotes()[ref]
-        self.freshness.forget(tags)
-        # The containers are read while the images are looked at and pulled:
-        # both are on the path from an edit to its container.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
-            containers_read = pool.submit(self.docker.containers, self.config.node)
-            images = self.docker.images(refs)
-            pulls = self.executor.pull(plan_pulls(
-                services, images, {**self.freshness.remotes(), **remotes}, checked=remotes))
-            if pulls:
-                images = self.docker.images(refs)
-            containers = containers_read.result()
+        remotes = self._check_registries(services, now, pull_due, check, pushes)
+        images, pulls, containers = self._read_facts(services, remotes)
         the_plan = plan(services, containers, images, self.memory, now,
                         defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
                         remotes=self.freshness.remotes(),
@@ -208,6 +159,46 @@ class Daemon:
                             self.docker.calls - calls_before, faults)
         self.last_report = report
         return report
+
+    def _check_registries(self, services: Mapping[str, Service], now: float, pull_due: bool,
+                          check: Iterable[str], pushes: Iterable[Push]) -> dict[str, Remote]:
+        """Ask the registries about the tags that are due; what they said this pass."""
+        tags = {service.image_ref for service in services.values()
+                if "@" not in service.image_ref}
+        forced = {services[name].image_ref for name in check if name in services} & tags
+        noted = {}
+        for push in pushes:
+            for ref in tags:
+                if not push.matches(ref):
+                    continue
+                if push.digest and push.same_host(ref):
+                    noted[ref] = push.digest
+                else:
+                    forced.add(ref)
+        known = self.freshness.remotes()
+        due = tags if pull_due else {ref for ref in tags if ref not in known}
+        remotes = self.freshness.check(due - set(noted), now, force=forced - set(noted))
+        for ref, digest in noted.items():
+            self.freshness.note(ref, digest, now)
+            remotes[ref] = self.freshness.remotes()[ref]
+        self.freshness.forget(tags)
+        return remotes
+
+    def _read_facts(self, services: Mapping[str, Service], remotes: Mapping[str, Remote]
+                    ) -> tuple[dict[str, Image | None], list[Outcome], list[Container]]:
+        """The images (after the pulls they need) and this node's containers."""
+        refs = {service.image_ref for service in services.values()}
+        # The containers are read while the images are looked at and pulled:
+        # both are on the path from an edit to its container.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
+            containers_read = pool.submit(self.docker.containers, self.config.node)
+            images = self.docker.images(refs)
+            pulls = self.executor.pull(plan_pulls(
+                services, images, {**self.freshness.remotes(), **remotes}, checked=remotes))
+            if pulls:
+                images = self.docker.images(refs)
+            containers = containers_read.result()
+        return images, pulls, containers
 
     def _deployed(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
                   containers: Iterable[Container]) -> dict[str, str]:
@@ -351,8 +342,6 @@ class Daemon:
 
     def start_api(self) -> None:
         if self._api is None:
-            from .control.api import Api
-
             host, port = self.api_address()
             try:
                 self._api = Api(self, host, port, self.config.apikey).start()
@@ -380,9 +369,23 @@ class Daemon:
 
     def _peer_pull(self, body: dict) -> dict:
         """A peer asks this node to check and deploy a service now."""
-        from .control.api import service_result
+        return self.pull_here(str(body.get("service", "")))
 
-        name = str(body.get("service", ""))
+    # What the API needs (control.api.NodeControl) --------------------------------------
+
+    @property
+    def node(self) -> str:
+        return self.config.node
+
+    @property
+    def directory(self) -> str:
+        return self.config.directory
+
+    def scan(self) -> Scan:
+        return self.definitions.scan()
+
+    def pull_here(self, name: str) -> dict:
+        """Check the registry and deploy ``name`` on this node now; what happened."""
         try:
             report = self.request_pass(services=[name]).result(timeout=constants.API_PASS_TIMEOUT)
         except Exception as exc:  # reported to the asking node, never fatal here
@@ -392,6 +395,13 @@ class Daemon:
             return {"node": self.config.node, "service": name, "runs_here": False}
         return {"node": self.config.node, "runs_here": True,
                 **service_result(report, name, service.image_ref)}
+
+    def ask_cluster(self, kind: str, body: dict) -> list[dict]:
+        """Every other node's answer to a request (``pull``, ``status``)."""
+        return self.cluster.broadcast(kind, body) if self.cluster is not None else []
+
+    def peers(self) -> list[dict]:
+        return self.cluster.peer_table() if self.cluster is not None else []
 
     def run(self) -> None:
         """Pass after pass until ``stop()``."""

@@ -12,20 +12,48 @@ import json
 import logging
 import re
 import threading
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Iterable, Protocol
 
 from .. import __version__, constants
 from ..errors import PullerError
-from ..images.hooks import HookError, parse_notification
-
-if TYPE_CHECKING:
-    from ..daemon import Daemon, PassReport
+from ..images.hooks import HookError, Push, parse_notification
+from ..node.definitions import Scan
+from ..node.history import History
+from ..node.report import PassReport, service_result
 
 log = logging.getLogger(__name__)
+
+
+class NodeControl(Protocol):
+    """What the API needs of the daemon, handed in at construction."""
+
+    history: History
+
+    @property
+    def node(self) -> str: ...  # this node's name
+
+    @property
+    def directory(self) -> str: ...  # the definitions directory
+
+    def scan(self) -> Scan: ...  # the definitions, as the daemon reads them
+
+    def status(self) -> dict: ...  # this node's status (plain JSON data)
+
+    def request_pass(self, services: Iterable[str] = (),
+                     pushes: Iterable[Push] = ()) -> Future: ...  # -> PassReport
+
+    def wake(self) -> None: ...  # a definition changed: pass soon
+
+    def pull_here(self, name: str) -> dict: ...  # check and deploy now, wait for it
+
+    def ask_cluster(self, kind: str, body: dict) -> list[dict]: ...  # every other node
+
+    def peers(self) -> list[dict]: ...  # the peer table
 
 
 class ApiProblem(Exception):
@@ -73,8 +101,8 @@ def route(method: str, pattern: str, public: bool = False):
 class Api:
     """Serves the daemon's API in a thread; ``close()`` is idempotent."""
 
-    def __init__(self, daemon: "Daemon", host: str, port: int, apikey: str | None = None):
-        self.daemon = daemon
+    def __init__(self, node: NodeControl, host: str, port: int, apikey: str | None = None):
+        self.node = node
         self.apikey = apikey
         self.write_lock = threading.RLock()  # one definition write (or bulk PUT) at a time
         api = self
@@ -141,7 +169,7 @@ class Api:
             raise ApiProblem(405, f"{request.method} is not allowed here; use {', '.join(allowed)}")
         raise ApiProblem(404, f"no such endpoint: {request.method} {request.path}")
 
-    def wait(self, future, what: str) -> "PassReport":
+    def wait(self, future, what: str) -> PassReport:
         try:
             return future.result(timeout=constants.API_PASS_TIMEOUT)
         except FutureTimeout:
@@ -217,23 +245,23 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 @route("GET", "/v1/health", public=True)
 def health(api: Api, request: Request) -> tuple[int, Any]:
-    return 200, {"status": "ok", "node": api.daemon.config.node, "version": __version__}
+    return 200, {"status": "ok", "node": api.node.node, "version": __version__}
 
 
 @route("GET", "/v1/status")
 def status(api: Api, request: Request) -> tuple[int, Any]:
-    return 200, api.daemon.status()
+    return 200, api.node.status()
 
 
 def _pull(api: Api, request: Request) -> tuple[int, Any]:
     name = request.params["name"]
-    report = api.wait(api.daemon.request_pass(services=[name]), f"the pull of {name}")
+    report = api.wait(api.node.request_pass(services=[name]), f"the pull of {name}")
     service = report.scan.services.get(name)
     if service is None:
         raise ApiProblem(404, f"no service {name!r} is defined")
-    if not service.matches(api.daemon.config.node):
-        raise ApiProblem(404, f"service {name!r} does not run on node {api.daemon.config.node}")
-    return 200, {"node": api.daemon.config.node, **service_result(report, name, service.image_ref)}
+    if not service.matches(api.node.node):
+        raise ApiProblem(404, f"service {name!r} does not run on node {api.node.node}")
+    return 200, {"node": api.node.node, **service_result(report, name, service.image_ref)}
 
 
 route("POST", "/v1/services/{name}/pull")(_pull)
@@ -244,10 +272,9 @@ route("GET", "/v1/pull/{name}")(_pull)  # the original's path
 def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
     """Every node checks and deploys the service now; one answer per node."""
     name = request.params["name"]
-    results = [api.daemon._peer_pull({"service": name})]
-    if api.daemon.cluster is not None:
-        results += api.daemon.cluster.broadcast("pull", {"service": name})
-    if name not in api.daemon.definitions.scan().services:
+    results = [api.node.pull_here(name)]
+    results += api.node.ask_cluster("pull", {"service": name})
+    if name not in api.node.scan().services:
         raise ApiProblem(404, f"no service {name!r} is defined")
     return 200, {"service": name, "nodes": results}
 
@@ -262,27 +289,8 @@ def registry_hook(api: Api, request: Request) -> tuple[int, Any]:
     except HookError as exc:
         raise ApiProblem(400, f"not a registry notification: {exc}") from None
     if pushes:
-        api.daemon.request_pass(pushes=pushes)  # the registry must not wait for a deploy
+        api.node.request_pass(pushes=pushes)  # the registry must not wait for a deploy
     return 202, {"accepted": len(pushes)}
-
-
-def service_result(report: "PassReport", name: str, ref: str) -> dict:
-    """What one pass did for one service."""
-    remote = report.remotes.get(ref)
-    steps = [s for s in report.plan.steps if s.service == name]
-    outcomes = [o for o in report.outcomes if o.step.service == name]
-    pulls = [o for o in report.pulls if name in o.step.service.split(", ")]
-    errors = [o.error for o in outcomes + pulls if not o.ok]
-    return {
-        "service": name,
-        "image": ref,
-        "registry_digest": remote.digest if remote else None,
-        "registry_error": remote.error if remote else None,
-        "pulled": any(o.ok for o in pulls),
-        "steps": [{"action": s.action.value, "reason": s.reason} for s in steps],
-        "changed": any(o.ok for o in outcomes),
-        "errors": errors,
-    }
 
 
 # Services -------------------------------------------------------------------------
@@ -311,8 +319,8 @@ def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 
 def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
-    from ..node.definitions import FIELDS, definition_fields, write_definition
     from ..errors import DefinitionError
+    from ..node.definitions import FIELDS, definition_fields, write_definition
 
     name = fields.get("name")
     unknown = sorted(str(key) for key in fields if key not in FIELDS)
@@ -321,19 +329,19 @@ def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
                               f"{', '.join(FIELDS)}")
     try:
         with api.write_lock:
-            api.daemon.history.expect(str(name), source)
-            service = write_definition(api.daemon.config.directory, fields)
+            api.node.history.expect(str(name), source)
+            service = write_definition(api.node.directory, fields)
     except DefinitionError as exc:
         raise ApiProblem(400, str(exc)) from None
     except OSError as exc:
         raise ApiProblem(500, f"cannot write the definition: {exc}") from None
-    api.daemon.wake()
+    api.node.wake()
     return {"service": definition_fields(service), "path": service.path,
-            "runs_here": service.matches(api.daemon.config.node)}
+            "runs_here": service.matches(api.node.node)}
 
 
 def _current(api: Api, name: str):
-    service = api.daemon.definitions.scan().services.get(name)
+    service = api.node.scan().services.get(name)
     if service is None:
         raise ApiProblem(404, f"no service {name!r} is defined")
     return service
@@ -343,8 +351,8 @@ def _current(api: Api, name: str):
 def list_services(api: Api, request: Request) -> tuple[int, Any]:
     from ..node.definitions import definition_fields
 
-    scan = api.daemon.definitions.scan()
-    node = api.daemon.config.node
+    scan = api.node.scan()
+    node = api.node.node
     return 200, {"node": node,
                  "services": [{**definition_fields(s), "runs_here": s.matches(node)}
                               for _, s in sorted(scan.services.items())],
@@ -357,7 +365,7 @@ def get_service(api: Api, request: Request) -> tuple[int, Any]:
 
     service = _current(api, request.params["name"])
     return 200, {"service": definition_fields(service), "path": service.path,
-                 "runs_here": service.matches(api.daemon.config.node)}
+                 "runs_here": service.matches(api.node.node)}
 
 
 @route("PUT", "/v1/services/{name}")
@@ -368,8 +376,8 @@ def put_service(api: Api, request: Request) -> tuple[int, Any]:
 @route("PUT", "/v1/services")
 def put_services(api: Api, request: Request) -> tuple[int, Any]:
     """The original's bulk PUT: a list of definitions, all valid or none written."""
-    from ..node.definitions import FIELDS, parse_definition, render_definition
     from ..errors import DefinitionError
+    from ..node.definitions import FIELDS, parse_definition, render_definition
 
     data = request.json()
     if isinstance(data, dict) and isinstance(data.get("services"), list):
@@ -395,10 +403,10 @@ def delete_service(api: Api, request: Request) -> tuple[int, Any]:
 
     name = request.params["name"]
     with api.write_lock:
-        removed = remove_definition(api.daemon.config.directory, name)
+        removed = remove_definition(api.node.directory, name)
     if not removed:
         raise ApiProblem(404, f"no service {name!r} is defined")
-    api.daemon.wake()
+    api.node.wake()
     return 200, {"removed": name, "paths": removed}
 
 
@@ -427,7 +435,7 @@ def rollback(api: Api, request: Request) -> tuple[int, Any]:
         raise ApiProblem(400, 'expected {"to": "<tag>|sha256:<digest>"} or no body')
     current = definition_fields(_current(api, name))
     try:
-        fields = rollback_fields(api.daemon.history.revisions(name), current, to)
+        fields = rollback_fields(api.node.history.revisions(name), current, to)
     except NoRollback as exc:
         raise ApiProblem(409, str(exc)) from None
     return 200, _write(api, fields, "rollback")
@@ -436,18 +444,15 @@ def rollback(api: Api, request: Request) -> tuple[int, Any]:
 @route("GET", "/v1/services/{name}/history")
 def history(api: Api, request: Request) -> tuple[int, Any]:
     name = request.params["name"]
-    revisions = api.daemon.history.revisions(name)
-    if not revisions and name not in api.daemon.definitions.scan().services:
+    revisions = api.node.history.revisions(name)
+    if not revisions and name not in api.node.scan().services:
         raise ApiProblem(404, f"no service {name!r} is defined or remembered")
-    return 200, {"service": name, "node": api.daemon.config.node, "revisions": revisions}
+    return 200, {"service": name, "node": api.node.node, "revisions": revisions}
 
 
 @route("GET", "/v1/cluster")
 def cluster(api: Api, request: Request) -> tuple[int, Any]:
     """Every reachable node's status (this one first), and this node's peers."""
-    nodes = [api.daemon.status()]
-    peers: list = []
-    if api.daemon.cluster is not None:
-        nodes += api.daemon.cluster.broadcast("status", {})
-        peers = api.daemon.cluster.peer_table()
-    return 200, {"nodes": nodes, "peers": peers}
+    nodes = [api.node.status()]
+    nodes += api.node.ask_cluster("status", {})
+    return 200, {"nodes": nodes, "peers": api.node.peers()}

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .. import constants
-from .credentials import Credentials, lookup
-from ..errors import ImageReferenceError, PullerError
-from .gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleTokens, is_google_registry
 from ..backoff import next_backoff
+from ..errors import ImageReferenceError, PullerError
+from .credentials import Credentials, lookup
+from .gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleTokens, is_google_registry
 from .reference import Reference
 from .registry import AuthenticationError, RegistryClient, RegistryError, Unsupported
 

@@ -16,8 +16,8 @@ import os
 import threading
 from typing import Sequence
 
-from .credentials import Credentials
 from ..errors import PullerError
+from .credentials import Credentials
 from .reference import Reference
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from .reference import Reference
 from .registry import MANIFEST_TYPES
 
 
-
 class HookError(PullerError):
     """A notification body puller cannot read."""
 

@@ -27,8 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable
 
-from .credentials import Credentials
 from ..errors import PullerError
+from .credentials import Credentials
 from .reference import Reference
 
 log = logging.getLogger(__name__)

@@ -134,111 +134,110 @@ def _text(data: dict[str, Any], field: str, path: str, line: int | None) -> str:
 def parse_definition(text: str, path: str) -> Service:
     """Validate one definition file's text; ``path`` is used for the name and messages."""
     data, lines = _load_mapping(text, path)
-
-    def line(field: str) -> int | None:
-        return lines.get(field)
-
     for key in data:
         if key not in FIELDS:
             raise DefinitionError(
-                path, f"unknown field {key!r}; the fields are {', '.join(FIELDS)}", line(str(key))
+                path, f"unknown field {key!r}; the fields are {', '.join(FIELDS)}", lines.get(str(key))
             )
     for field in REQUIRED:
         if data.get(field) in (None, ""):
-            raise DefinitionError(path, f"missing field {field!r}", line(field))
-
-    name = _text(data, "name", path, line("name"))
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if not NAME_RE.match(name):
-        raise DefinitionError(
-            path,
-            f"name {name!r} is not a valid container name (letters, digits, '_', '.', '-')",
-            line("name"),
-        )
-    if name.endswith(constants.PREVIOUS_SUFFIX):
-        raise DefinitionError(
-            path, f"name {name!r} must not end in {constants.PREVIOUS_SUFFIX!r}", line("name")
-        )
-    if name != stem:
-        raise DefinitionError(
-            path,
-            f"name {name!r} does not match the file name; rename the file to {name}.yml "
-            f"or set name: {stem}",
-            line("name"),
-        )
-
-    repo = _text(data, "repo", path, line("repo"))
+            raise DefinitionError(path, f"missing field {field!r}", lines.get(field))
+    field = _Fields(data, lines, path)
+    name = field.name()
+    repo, reference = field.repo()
+    tag, node, digest = field.tag(reference), field.node(), field.digest()
+    health_timeout = field.health_timeout()
+    bash = field.text("bash")
     try:
-        reference = Reference.parse(repo)
-    except ImageReferenceError as exc:
-        raise DefinitionError(path, f"repo: {exc}", line("repo")) from None
-    if reference.tag or reference.digest:
-        raise DefinitionError(
-            path,
-            f"repo {repo!r} carries a tag or digest; put the bare repository in repo: "
-            "and the tag in tag:",
-            line("repo"),
-        )
+        run = parse_run_line(bash, repo=repo, name=name)
+    except RunLineError as exc:
+        raise DefinitionError(path, f"bash: {exc}", lines.get("bash")) from None
+    return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
+                   digest=digest, health_timeout=health_timeout)
 
-    tag = constants.DEFAULT_TAG
-    if data.get("tag") is not None:
-        tag = _text(data, "tag", path, line("tag"))
+
+@dataclass(frozen=True)
+class _Fields:
+    """The fields of one parsed file, each checked on its own with its line."""
+
+    data: dict
+    lines: dict
+    path: str
+
+    def fail(self, field: str, message: str) -> DefinitionError:
+        return DefinitionError(self.path, message, self.lines.get(field))
+
+    def text(self, field: str) -> str:
+        return _text(self.data, field, self.path, self.lines.get(field))
+
+    def name(self) -> str:
+        name = self.text("name")
+        stem = os.path.splitext(os.path.basename(self.path))[0]
+        if not NAME_RE.match(name):
+            raise self.fail("name", f"name {name!r} is not a valid container name "
+                                    "(letters, digits, '_', '.', '-')")
+        if name.endswith(constants.PREVIOUS_SUFFIX):
+            raise self.fail("name", f"name {name!r} must not end in {constants.PREVIOUS_SUFFIX!r}")
+        if name != stem:
+            raise self.fail("name", f"name {name!r} does not match the file name; rename the "
+                                    f"file to {name}.yml or set name: {stem}")
+        return name
+
+    def repo(self) -> tuple[str, Reference]:
+        repo = self.text("repo")
+        try:
+            reference = Reference.parse(repo)
+        except ImageReferenceError as exc:
+            raise self.fail("repo", f"repo: {exc}") from None
+        if reference.tag or reference.digest:
+            raise self.fail("repo", f"repo {repo!r} carries a tag or digest; put the bare "
+                                    "repository in repo: and the tag in tag:")
+        return repo, reference
+
+    def tag(self, reference: Reference) -> str:
+        if self.data.get("tag") is None:
+            return constants.DEFAULT_TAG
+        tag = self.text("tag")
         try:
             if not TAG_RE.match(tag):
                 raise ImageReferenceError(tag, "letters, digits, '_', '.' and '-'")
             reference.with_tag(tag)
         except ImageReferenceError:
-            raise DefinitionError(path, f"tag {tag!r} is not a valid image tag "
-                                  "(letters, digits, '_', '.', '-'; at most 128)", line("tag")) from None
+            raise self.fail("tag", f"tag {tag!r} is not a valid image tag "
+                                   "(letters, digits, '_', '.', '-'; at most 128)") from None
+        return tag
 
-    node = ""
-    if data.get("node") is not None:
-        node = _text(data, "node", path, line("node"))
+    def node(self) -> str:
+        if self.data.get("node") is None:
+            return ""
+        node = self.text("node")
         try:
             re.compile(node)
         except re.error as exc:
-            raise DefinitionError(
-                path, f"node {node!r} is not a valid regular expression: {exc}", line("node")
-            ) from None
+            raise self.fail("node", f"node {node!r} is not a valid regular expression: {exc}"
+                            ) from None
+        return node
 
-    digest = data.get("digest")
-    if digest is not None:
-        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-            raise DefinitionError(
-                path, "digest must look like sha256:<64 hex digits>", line("digest")
-            )
+    def digest(self) -> str | None:
+        digest = self.data.get("digest")
+        if digest is not None and (not isinstance(digest, str) or not DIGEST_RE.match(digest)):
+            raise self.fail("digest", "digest must look like sha256:<64 hex digits>")
+        return digest
 
-    health_timeout = data.get("health_timeout")
-    if health_timeout is not None:
-        if isinstance(health_timeout, bool) or not isinstance(health_timeout, (int, float)):
-            raise DefinitionError(path, "health_timeout must be a number of seconds",
-                                  line("health_timeout"))
+    def health_timeout(self) -> float | None:
+        value = self.data.get("health_timeout")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail("health_timeout", "health_timeout must be a number of seconds")
         try:
-            health_timeout = float(health_timeout)
+            value = float(value)
         except OverflowError:
-            health_timeout = math.inf
-        if not 0 <= health_timeout <= constants.MAX_HEALTH_TIMEOUT:
-            raise DefinitionError(
-                path, f"health_timeout must be between 0 and {constants.MAX_HEALTH_TIMEOUT:.0f} "
-                "seconds", line("health_timeout"))
-
-    bash = _text(data, "bash", path, line("bash"))
-    try:
-        run = parse_run_line(bash, repo=repo, name=name)
-    except RunLineError as exc:
-        raise DefinitionError(path, f"bash: {exc}", line("bash")) from None
-
-    return Service(
-        name=name,
-        bash=bash,
-        repo=repo,
-        tag=tag,
-        node=node,
-        run=run,
-        path=path,
-        digest=digest,
-        health_timeout=health_timeout,
-    )
+            value = math.inf
+        if not 0 <= value <= constants.MAX_HEALTH_TIMEOUT:
+            raise self.fail("health_timeout", "health_timeout must be between 0 and "
+                                              f"{constants.MAX_HEALTH_TIMEOUT:.0f} seconds")
+        return value
 
 
 def read_definition(path: str) -> Service:

@@ -16,9 +16,9 @@ from typing import Iterable, Sequence
 import sh
 
 from .. import constants
-from .container import PS_FORMAT, Container, Image, from_ps_row
 from ..errors import DockerError, ImageReferenceError
 from ..images.reference import Reference
+from .container import PS_FORMAT, Container, Image, from_ps_row
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,16 @@
-"""Carry out a plan through the docker CLI, with the safety rules of DESIGN.md.
+"""Carry out a plan through the docker CLI, keeping puller's safety rules.
 
-- Pull before remove: pulls happen before any container is touched, and a
-  service whose image is missing is never changed (the planner waits).
-- Never leave the node empty: on a recreate the running container is renamed
-  ``<name>.prev`` and stopped, not removed; if its successor cannot be
-  created, or exits at once, the successor is removed and the predecessor is
-  renamed back and started again. Only a successor that runs removes it.
-
-``remember`` folds the outcomes into the daemon's memory (pure).
+- Pull before remove: ``Executor.pull`` runs before any container is
+  touched, and the planner makes a service whose image is missing WAIT, so it
+  is never changed.
+- Never leave the node empty: on a recreate (``_recreate``) the running
+  container is renamed ``<name>.prev`` and stopped, not removed; if its
+  successor cannot be created or started, the successor is removed and the
+  predecessor is renamed back and started again (``_put_back``). The
+  predecessor is removed only once the planner has judged the successor's
+  probation passed (``planner._plan_probation``), from the containers alone.
+- No retry loop: ``remember`` folds the outcomes into the daemon's memory
+  (pure), where a failed (definition, image) stays failed until one changes.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from .. import constants
+from ..backoff import next_backoff
+from ..errors import DockerError, PullerError
+from ..images.reference import Reference
 from .container import Container
 from .docker import NAME_IN_USE, Docker
-from ..errors import DockerError, PullerError
-from ..backoff import next_backoff
 from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
-from ..images.reference import Reference
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 from .. import constants
-from .container import Container, Image
-from .definitions import Service
 from ..errors import ImageReferenceError
 from ..images.reference import Reference
+from .container import Container, Image
+from .definitions import Service
 
 if TYPE_CHECKING:
     from ..images.freshness import Remote
@@ -208,12 +208,25 @@ def plan(
     (a bad file with no good definition to fall back on) are left alone, as is
     everything when the directory could not be read (``complete`` false).
     """
-    defined = set(defined)
-    broken = set(broken)
+    current, previous, odd = _by_role(containers, services, container_name)
+    steps = _plan_misnamed(odd, current, previous)
+    for name in sorted(services):
+        steps.extend(_plan_service(
+            services[name], current.get(name), previous.get(name), images, memory, now,
+            remotes or {},
+        ))
+    steps.extend(_plan_orphans(services, current, previous, set(defined), set(broken), complete))
+    return Plan(tuple(steps))
+
+
+def _by_role(containers: Iterable[Container], services: Mapping[str, Service],
+             container_name: Callable[[str], str]
+             ) -> tuple[dict[str, Container], dict[str, Container], dict[str, list[Container]]]:
+    """This node's containers by service: the current one, the kept predecessor,
+    and those under another name (a new -name-template)."""
     current: dict[str, Container] = {}
     previous: dict[str, Container] = {}
-    odd: dict[str, list[Container]] = {}  # ours, under another name (a new -name-template)
-    steps: list[Step] = []
+    odd: dict[str, list[Container]] = {}
     for container in sorted(containers, key=lambda c: (c.name, c.id)):
         name = container.service
         if name is None:
@@ -226,10 +239,16 @@ def plan(
             odd.setdefault(name, []).append(container)
         else:
             current.setdefault(name, container)
+    return current, previous, odd
 
+
+def _plan_misnamed(odd: dict[str, list[Container]], current: dict[str, Container],
+                   previous: dict[str, Container]) -> list[Step]:
+    """The first stands in as the predecessor when there is none (``previous``
+    is updated); the rest are removed only once the service has a container of
+    its own."""
+    steps = []
     for name, others in sorted(odd.items()):
-        # The first stands in as the predecessor when there is none; the rest
-        # are removed only once the service has a container of its own.
         if name not in current and name not in previous:
             previous[name] = others.pop(0)
         for container in others:
@@ -241,12 +260,14 @@ def plan(
                 steps.append(Step(Action.KEEP, name,
                                   f"container {container.name} waits for {name}'s own",
                                   container=container))
-    for name in sorted(services):
-        steps.extend(_plan_service(
-            services[name], current.get(name), previous.get(name), images, memory, now,
-            remotes or {},
-        ))
+    return steps
 
+
+def _plan_orphans(services: Mapping[str, Service], current: dict[str, Container],
+                  previous: dict[str, Container], defined: set[str], broken: set[str],
+                  complete: bool) -> list[Step]:
+    """Containers of services that are not (or no longer) this node's."""
+    steps = []
     for name in sorted(set(current) | set(previous)):
         if name in services:
             continue
@@ -267,7 +288,7 @@ def plan(
                 steps.append(Step(
                     Action.REMOVE, name, "service definition was deleted", container=container
                 ))
-    return Plan(tuple(steps))
+    return steps
 
 
 def _plan_service(
@@ -279,82 +300,95 @@ def _plan_service(
     now: float,
     remotes: Mapping[str, "Remote"],
 ) -> list[Step]:
-    name = service.name
-    ref = service.image_ref
-    image = images.get(ref)
+    image = images.get(service.image_ref)
     if image is None:
-        remote = remotes.get(ref)
-        error = memory.pull_errors.get(ref) or (remote.error if remote else None)
-        why = f"pull failed: {error}" if error else "not pulled yet"
-        if current is not None:
-            return [Step(Action.WAIT, name,
-                         f"image {ref} is not available ({why}); keeping the current container",
-                         container=current)]
-        return [Step(Action.WAIT, name, f"image {ref} is not available ({why})")]
-
+        return _plan_without_image(service, current, memory, remotes)
     wanted = config_hash(service.run.canonical(), image.id)
     target = Target(service, image, wanted)
-    failure = memory.failures.get(name)
-    blocked = failure is not None and failure.blocks(wanted, now)
-
+    failure = memory.failures.get(service.name)
+    blocked = failure if failure is not None and failure.blocks(wanted, now) else None
     if current is None:
-        if previous is not None:
-            if blocked:
-                return [Step(Action.RESTORE, name,
-                             f"putting the previous container back: the new one failed ({failure.error})",
-                             container=previous)]
-            return [Step(Action.RECREATE, name,
-                         "finishing an update that was interrupted", container=previous, target=target)]
-        if blocked:
-            # no countdown in the reason: a fault logged once must read the same each pass
-            retry = ("retried with backoff" if failure.retry_at
-                     else "not retried until the definition or the image changes")
-            return [Step(Action.WAIT, name, f"could not be created: {failure.error}; {retry}")]
-        return [Step(Action.CREATE, name, f"no container yet; running {ref}", target=target)]
-
+        return _plan_without_current(service, previous, target, blocked)
     steps: list[Step] = []
     if previous is not None:
-        # A kept predecessor means the current container is on probation: it must
-        # stay up (and healthy) for health_timeout seconds from its start. Judged
-        # from the containers alone, so a restarted daemon judges the same way.
-        verdict = _probation_verdict(current, _health_timeout(service), now)
-        if verdict is None and current.config_hash != wanted:
-            verdict = ""  # a newer version is wanted: the trial ends early, as passed
-        if verdict is None:
-            return [Step(Action.KEEP, name,
-                         f"new container on probation for {_health_timeout(service):g} s",
-                         container=current)]
-        if verdict:
-            return [Step(Action.RESTORE, name,
-                         f"the new container {verdict}; putting the previous one back",
-                         container=previous, failed=current)]
-        steps.append(Step(Action.REMOVE, name,
-                          "the new container proved itself; removing its predecessor",
-                          container=previous))
+        probation = _plan_probation(service, current, previous, wanted, now)
+        if probation is None or probation.action is Action.RESTORE:
+            return [probation or Step(Action.KEEP, service.name,
+                                      f"new container on probation for "
+                                      f"{_health_timeout(service):g} s", container=current)]
+        steps.append(probation)
+    return steps + _plan_current(service, current, image, target, blocked, memory, now)
 
-    if current.config_hash != wanted:
+
+def _plan_without_image(service: Service, current: Container | None, memory: Memory,
+                        remotes: Mapping[str, "Remote"]) -> list[Step]:
+    ref = service.image_ref
+    remote = remotes.get(ref)
+    error = memory.pull_errors.get(ref) or (remote.error if remote else None)
+    why = f"pull failed: {error}" if error else "not pulled yet"
+    if current is not None:
+        return [Step(Action.WAIT, service.name,
+                     f"image {ref} is not available ({why}); keeping the current container",
+                     container=current)]
+    return [Step(Action.WAIT, service.name, f"image {ref} is not available ({why})")]
+
+
+def _plan_without_current(service: Service, previous: Container | None, target: Target,
+                          blocked: Failure | None) -> list[Step]:
+    name = service.name
+    if previous is not None:
         if blocked:
-            steps.append(Step(Action.KEEP, name,
-                              f"the new version failed on this node ({failure.error}); "
-                              "keeping the current container until the definition or the image changes",
-                              container=current))
-        else:
-            steps.append(Step(Action.RECREATE, name, _drift_reason(current, image, ref),
-                              container=current, target=target))
-        return steps
+            return [Step(Action.RESTORE, name,
+                         f"putting the previous container back: the new one failed ({blocked.error})",
+                         container=previous)]
+        return [Step(Action.RECREATE, name,
+                     "finishing an update that was interrupted", container=previous, target=target)]
+    if blocked:
+        # no countdown in the reason: a fault logged once must read the same each pass
+        retry = ("retried with backoff" if blocked.retry_at
+                 else "not retried until the definition or the image changes")
+        return [Step(Action.WAIT, name, f"could not be created: {blocked.error}; {retry}")]
+    return [Step(Action.CREATE, name, f"no container yet; running {service.image_ref}",
+                 target=target)]
 
+
+def _plan_probation(service: Service, current: Container, previous: Container, wanted: str,
+                    now: float) -> Step | None:
+    """A kept predecessor means the current container is on probation: it must
+    stay up (and healthy) for health_timeout seconds from its start. Judged from
+    the containers alone, so a restarted daemon judges the same way. None while
+    undecided; a RESTORE when it failed; the predecessor's REMOVE when it passed."""
+    verdict = _probation_verdict(current, _health_timeout(service), now)
+    if verdict is None and current.config_hash != wanted:
+        verdict = ""  # a newer version is wanted: the trial ends early, as passed
+    if verdict is None:
+        return None
+    if verdict:
+        return Step(Action.RESTORE, service.name,
+                    f"the new container {verdict}; putting the previous one back",
+                    container=previous, failed=current)
+    return Step(Action.REMOVE, service.name,
+                "the new container proved itself; removing its predecessor", container=previous)
+
+
+def _plan_current(service: Service, current: Container, image: Image, target: Target,
+                  blocked: Failure | None, memory: Memory, now: float) -> list[Step]:
+    name = service.name
+    if current.config_hash != target.config_hash:
+        if blocked:
+            return [Step(Action.KEEP, name,
+                         f"the new version failed on this node ({blocked.error}); "
+                         "keeping the current container until the definition or the image changes",
+                         container=current)]
+        return [Step(Action.RECREATE, name, _drift_reason(current, image, service.image_ref),
+                     container=current, target=target)]
     if current.running:
-        steps.append(Step(Action.KEEP, name, f"up to date ({current.status})", container=current))
-        return steps
-
+        return [Step(Action.KEEP, name, f"up to date ({current.status})", container=current)]
     backoff = memory.restarts.get(current.id)
     if backoff is not None and now < backoff.next_at:
-        steps.append(Step(Action.WAIT, name,
-                          f"{current.describe_state()}; started again after a backoff",
-                          container=current))
-    else:
-        steps.append(Step(Action.START, name, current.describe_state(), container=current))
-    return steps
+        return [Step(Action.WAIT, name, f"{current.describe_state()}; started again after a backoff",
+                     container=current)]
+    return [Step(Action.START, name, current.describe_state(), container=current)]
 
 
 def _health_timeout(service: Service) -> float:
