@@ -15,9 +15,9 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -27,16 +27,12 @@ from .cluster.backend import ClusterBackend
 from .cluster.lan import Cluster, ClusterConfig
 from .control.api import Api
 from .errors import PullerError
-from .faults import FaultLog
-from .images.freshness import Freshness, Remote
-from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES, GoogleLogins
+from .images.freshness import Freshness
+from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES
 from .images.hooks import Push
-from .node.container import Container, Image
-from .node.definitions import DefinitionDir, Scan, Service, definition_fields, is_definition_file
+from .node.definitions import Scan, is_definition_file
 from .node.docker import Docker
-from .node.executor import Executor, Outcome, remember
-from .node.history import History
-from .node.planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls
+from .node.reconciler import Reconciler
 from .node.report import PassReport, PassRequest, service_result
 
 log = logging.getLogger(__name__)
@@ -91,196 +87,20 @@ class _Wake(FileSystemEventHandler):
             self.daemon.wake()
 
 
-class Daemon:
-    """Owns its watcher thread; ``close()`` is idempotent; usable as a context manager."""
+class Daemon(Reconciler):
+    """The loop around the passes: the watcher, the API, the cluster.
+
+    Owns its threads; ``close()`` is idempotent; usable as a context manager."""
 
     def __init__(self, config: Config, docker: Docker | None = None,
                  freshness: Freshness | None = None):
-        self.config = config
-        self.docker = docker or Docker()
-        self.definitions = DefinitionDir(config.directory)
-        self.freshness = freshness or Freshness(google_registries=config.google_registries)
-        self.logins = GoogleLogins(self.docker, self.freshness.google,
-                                   os.path.join(config.state_dir, "docker"),
-                                   config.google_registries)
-        self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for,
-                                 container_name=config.container_name)
-        self.memory = Memory()
-        self.history = History(os.path.join(config.state_dir, "history.json"), config.node)
-        self.last_report: PassReport | None = None
+        super().__init__(config, docker, freshness)
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
-        self.faults = FaultLog(log)
-        self.passes = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._observer: Observer | None = None
         self._api = None
         self.cluster: ClusterBackend | None = None
-
-    # One pass ------------------------------------------------------------------
-
-    def tick(self, now: float | None = None, pull_due: bool = False,
-             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
-        """Run one reconcile pass.
-
-        ``pull_due`` asks the registry about every image; otherwise only images
-        never asked about are, plus those of the services in ``check`` and the
-        tags in ``pushes`` (whose digest, when the push was made to the very
-        registry a service names, is taken as is).
-        """
-        now = time.time() if now is None else now
-        calls_before = self.docker.calls
-        self.passes += 1
-        if self.cluster is not None:
-            self.cluster.sync_dir()  # version local edits, push them to peers
-        scan = self.definitions.scan()
-        services = {name: service for name, service in scan.services.items()
-                    if service.matches(self.config.node)}
-        remotes = self._check_registries(services, now, pull_due, check, pushes)
-        images, pulls, containers = self._read_facts(services, remotes)
-        the_plan = plan(services, containers, images, self.memory, now,
-                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
-                        remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name)
-        for step in the_plan.steps:
-            if not step.action.changes_something:
-                log.debug("%s", step)
-        outcomes = self.executor.execute(the_plan)
-        if outcomes:  # what runs now, for status (an extra call only after a change)
-            containers = self.docker.containers(self.config.node)
-        self.memory = remember(self.memory, the_plan, pulls, outcomes, now)
-        self.history.observe(
-            {name: definition_fields(service) for name, service in services.items()},
-            self._deployed(services, images, containers), now)
-        faults = self._faults(scan, the_plan)
-        self.faults.update(faults)
-        report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
-                            tuple(containers), tuple(pulls), tuple(outcomes),
-                            self.docker.calls - calls_before, faults)
-        self.last_report = report
-        return report
-
-    def _check_registries(self, services: Mapping[str, Service], now: float, pull_due: bool,
-                          check: Iterable[str], pushes: Iterable[Push]) -> dict[str, Remote]:
-        """Ask the registries about the tags that are due; what they said this pass."""
-        tags = {service.image_ref for service in services.values()
-                if "@" not in service.image_ref}
-        forced = {services[name].image_ref for name in check if name in services} & tags
-        noted = {}
-        for push in pushes:
-            for ref in tags:
-                if not push.matches(ref):
-                    continue
-                if push.digest and push.same_host(ref):
-                    noted[ref] = push.digest
-                else:
-                    forced.add(ref)
-        known = self.freshness.remotes()
-        due = tags if pull_due else {ref for ref in tags if ref not in known}
-        remotes = self.freshness.check(due - set(noted), now, force=forced - set(noted))
-        for ref, digest in noted.items():
-            self.freshness.note(ref, digest, now)
-            remotes[ref] = self.freshness.remotes()[ref]
-        self.freshness.forget(tags)
-        return remotes
-
-    def _read_facts(self, services: Mapping[str, Service], remotes: Mapping[str, Remote]
-                    ) -> tuple[dict[str, Image | None], list[Outcome], list[Container]]:
-        """The images (after the pulls they need) and this node's containers."""
-        refs = {service.image_ref for service in services.values()}
-        # The containers are read while the images are looked at and pulled:
-        # both are on the path from an edit to its container.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
-            containers_read = pool.submit(self.docker.containers, self.config.node)
-            images = self.docker.images(refs)
-            pulls = self.executor.pull(plan_pulls(
-                services, images, {**self.freshness.remotes(), **remotes}, checked=remotes))
-            if pulls:
-                images = self.docker.images(refs)
-            containers = containers_read.result()
-        return images, pulls, containers
-
-    def _deployed(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
-                  containers: Iterable[Container]) -> dict[str, str]:
-        """The digest each service runs, once its container is up to date and
-        past probation (for the history)."""
-        current = {c.service: c for c in containers
-                   if c.service and c.name == self.config.container_name(c.service)}
-        on_probation = {c.service for c in containers if c.is_previous}
-        remotes = self.freshness.remotes()
-        deployed = {}
-        for name, service in services.items():
-            container, image = current.get(name), images.get(service.image_ref)
-            if (container is None or image is None or not container.running
-                    or container.image_id != image.id
-                    or container.config_hash != config_hash(service.run.canonical(), image.id)
-                    or name in on_probation):
-                continue
-            if service.digest:
-                deployed[name] = service.digest
-                continue
-            digests = local_digests(service.image_ref, image)
-            remote = remotes.get(service.image_ref)
-            if remote is not None and remote.digest in digests:
-                deployed[name] = remote.digest
-            elif digests:
-                deployed[name] = sorted(digests)[0]
-        return deployed
-
-    def _faults(self, scan: Scan, the_plan: Plan) -> dict[str, str]:
-        faults = {error.path: f"bad definition, ignored: {error}" for error in scan.errors}
-        for ref, remote in self.freshness.remotes().items():
-            if remote.error and not remote.fallback:
-                faults[f"registry {ref}"] = f"{ref}: {remote.error}; the running containers stay"
-            elif remote.fallback:
-                faults[f"registry {ref}"] = (f"{ref}: cannot check without pulling "
-                                             f"({remote.error}); falling back to docker pull")
-        for step in the_plan.steps:
-            if step.action is Action.WAIT:
-                faults[f"service {step.service}"] = f"{step.service}: {step.reason}"
-        return faults
-
-    def status(self) -> dict:
-        """This node's view of its services, from the latest pass (plain JSON data)."""
-        report = self.last_report
-        node = {"node": self.config.node, "directory": self.config.directory,
-                "passes": self.passes, "last_pass": report.at if report else None,
-                "services": {}}
-        if report is None:
-            return node
-        errors = {step.service: step.reason for step in report.plan.steps
-                  if step.action is Action.WAIT}
-        for outcome in report.outcomes:
-            if not outcome.ok:
-                errors[outcome.step.service] = outcome.error
-        for name, failure in self.memory.failures.items():
-            errors.setdefault(name, failure.error)
-        for error in report.scan.errors:
-            errors.setdefault(os.path.splitext(os.path.basename(error.path))[0], str(error))
-        containers = {c.service: c for c in report.containers
-                      if c.service is not None
-                      and c.name == self.config.container_name(c.service)}
-        for name, service in sorted(report.scan.services.items()):
-            if not service.matches(self.config.node):
-                continue
-            ref = service.image_ref
-            image = report.images.get(ref)
-            remote = report.remotes.get(ref)
-            container = containers.get(name)
-            running_digests = sorted(local_digests(ref, image)) if (
-                image is not None and container is not None
-                and container.image_id == image.id) else []
-            node["services"][name] = {
-                "image": ref,
-                "state": container.status if container else "absent",
-                "container": container.short_id if container else None,
-                "image_id": container.image_id if container else None,
-                "running_digest": running_digests[0] if running_digests else None,
-                "registry_digest": remote.digest if remote else None,
-                "checked_at": remote.checked_at if remote else None,
-                "error": errors.get(name) or (remote.error if remote else None),
-            }
-        return node
 
     def _next_deadline(self, now: float) -> float:
         """When the next timer pass is due: the interval, or sooner when a
@@ -367,19 +187,23 @@ class Daemon:
             handlers={"pull": self._peer_pull, "status": lambda body: self.status()},
         ).start()
 
+    def tick(self, now: float | None = None, pull_due: bool = False,
+             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
+        if self.cluster is not None:
+            self.cluster.sync_dir()  # version local edits, push them to peers
+        return super().tick(now, pull_due, check, pushes)
+
+    def status(self) -> dict:
+        node = super().status()
+        if self.cluster is not None:
+            node["conflicts"] = self.cluster.problems()
+        return node
+
     def _peer_pull(self, body: dict) -> dict:
         """A peer asks this node to check and deploy a service now."""
         return self.pull_here(str(body.get("service", "")))
 
     # What the API needs (control.api.NodeControl) --------------------------------------
-
-    @property
-    def node(self) -> str:
-        return self.config.node
-
-    @property
-    def directory(self) -> str:
-        return self.config.directory
 
     def scan(self) -> Scan:
         return self.definitions.scan()

@@ -1,6 +1,6 @@
 """The boundary between the daemon and "the cluster", whichever backend runs it.
 
-The daemon's loop needs four things of a cluster, and nothing else:
+The daemon's loop needs five things of a cluster, and nothing else:
 
 - ``sync_dir()``: publish local edits — version what changed in the
   definitions directory and send it to the other nodes;
@@ -8,6 +8,7 @@ The daemon's loop needs four things of a cluster, and nothing else:
   directory (the directory stays the truth a person can read and edit) and
   calls the ``on_change`` it was built with, which wakes the loop;
 - ``peer_table()``: who the other nodes are, and whether they answer;
+- ``problems()``: what it could not apply (a local draft in the way);
 - ``broadcast(kind, body)``: ask every other node (``pull``, ``status``);
   each node answers through the ``handlers`` the backend was built with.
 
@@ -34,6 +35,10 @@ class ClusterBackend(Protocol):
 
     def peer_table(self) -> list[dict[str, Any]]:
         """The other nodes: address, node name, last success, failures."""
+
+    def problems(self) -> dict[str, str]:
+        """What cannot be applied now, by service: a local draft in the way of
+        the cluster's version, a refused record. Shown by ``puller status``."""
 
     def broadcast(self, kind: str, body: dict) -> list[dict]:
         """Ask every live node; the answers of those that answered (errors as entries)."""

@@ -6,6 +6,13 @@ tombstone. Records that won a merge are written back atomically, where the
 daemon's watcher sees them like an edit. Version metadata lives in
 ``<dir>/.puller-state.json``, not in the YAML.
 
+A file is never overwritten or deleted unless it is exactly the text puller
+last synced for that name: a local draft (valid or not) wins until the person
+fixes it (it is then versioned, and wins by the usual rule) or deletes it (the
+cluster's version is then written); meanwhile the conflict is reported
+(``conflicts``). Peers' texts are validated like files before they are
+written.
+
 Every method expects the caller to hold ``lock``: the directory is read under
 the lock that received records are merged and written under, so a file read
 before a peer's write landed is never mistaken for a local edit.
@@ -23,8 +30,8 @@ from .. import constants
 from ..errors import DefinitionError
 from ..faults import OnceLog
 from ..fsutil import write_atomically
-from ..node.definitions import (definition_path, is_definition_file, parse_definition, read_text,
-                                remove_definition)
+from ..node.definitions import (TwoFiles, definition_path, is_definition_file, parse_definition,
+                                read_text, remove_definition)
 from .versions import TOMBSTONE_GRACE_MS, Clock, Record, Store, Version
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,8 @@ class DirectorySync:
         self.store = store
         self.lock = threading.RLock()
         self._first_scan = True
+        self.synced: dict[str, str] = {}  # name → the text puller last synced
+        self.conflicts: dict[str, str] = {}  # name → why a record could not be applied
         self._once = OnceLog(log)
         self._absent_since: dict[str, float] = {}
         # files unchanged since the last look (same stat) are not read again
@@ -72,6 +81,8 @@ class DirectorySync:
             self.store.merge_all(records)
             for record in records:
                 self.clock.observe(record.version, wall_ms())
+            self.synced = {name: record.text for name, record in self.store.records.items()
+                           if record.text is not None}
             self._first_scan = False
 
     def save_state(self) -> None:
@@ -96,13 +107,15 @@ class DirectorySync:
             self._once.warning("dir", f"cannot list {self.directory}: {exc}; "
                                    "nothing is synced until it can be read")
             return None
+        stems = [os.path.splitext(f)[0] for f in names if is_definition_file(f)]
+        doubled = {stem for stem in stems if stems.count(stem) > 1}
         for filename in names:
             if not is_definition_file(filename):
                 continue
             name = os.path.splitext(filename)[0]
             present.add(name)
-            if name in valid:
-                continue  # name.yaml and name.yml: the first, as the daemon does
+            if name in doubled:
+                continue  # name.yml and name.yaml: neither is taken (the daemon reports it)
             found = self._read_file(filename)
             if found is not None:
                 valid[name] = found
@@ -163,13 +176,25 @@ class DirectorySync:
             new = Record(name, version, text)
             if self.store.merge(new):
                 changed.append(new)
+                self.synced[name] = text
+                self._resolved(name)
         return changed
 
     def _deletions(self, present: set[str], now: int) -> list[Record]:
         changed = []
+        for name in list(self.conflicts):
+            record = self.store.get(name)
+            if name not in present and (record is None or record.deleted):
+                self._resolved(name)  # the draft a deletion waited for is gone too
         for name in sorted(self.store.live()):
             if name in present:
                 self._absent_since.pop(name, None)
+                continue
+            if name in self.conflicts:
+                # the person deleted the draft that held the cluster's version back
+                record = self.store.get(name)
+                if record is not None:
+                    self._write(record)
                 continue
             # a file away for a moment (an editor saving by rename) is no deletion
             since = self._absent_since.setdefault(name, time.monotonic())
@@ -192,16 +217,75 @@ class DirectorySync:
         self.observe(won)
         for record in won:
             try:
+                if self._draft_in_the_way(record):
+                    continue
                 if record.deleted:
-                    removed = remove_definition(self.directory, record.name)
-                    if removed:
-                        log.info("%s: deleted by %s", record.name, record.version.node)
+                    self._delete(record)
                 else:
-                    path = definition_path(self.directory, record.name)
-                    write_atomically(path, record.text or "")
-                    log.info("%s: updated from %s (version %s)", record.name,
-                             record.version.node, record.version.to_json())
+                    self._write(record)
             except OSError as exc:
-                log.error("%s: cannot write the definition received from %s: %s",
-                          record.name, record.version.node, exc)
+                self._conflict(record.name, f"{record.name}: cannot write the definition "
+                                            f"received from {record.version.node}: {exc}")
         self.save_state()
+
+    def _draft_in_the_way(self, record: Record) -> bool:
+        """True (and the conflict reported) when the file on disk is not the
+        text puller last synced: a person's draft, never overwritten."""
+        name = record.name
+        try:
+            path = definition_path(self.directory, name)
+        except TwoFiles as exc:
+            self._conflict(name, f"{exc}; the version from {record.version.node} waits")
+            return True
+        disk = _text_or_none(path)
+        if disk is None or disk == self.synced.get(name) or disk == record.text:
+            return False
+        what = "deletion" if record.deleted else "version"
+        self._conflict(name, f"{os.path.basename(path)}: local draft differs from the cluster's "
+                             f"{what} from {record.version.node}; fix or delete it")
+        return True
+
+    def _write(self, record: Record) -> None:
+        path = definition_path(self.directory, record.name)
+        text = record.text or ""
+        try:
+            parse_definition(text, path)
+        except DefinitionError as exc:
+            self._conflict(record.name, f"{record.name}: refused the definition from "
+                                        f"{record.version.node}: {exc.reason}")
+            return
+        if _text_or_none(path) != text:
+            write_atomically(path, text, mode=None if os.path.exists(path) else 0o600)
+            log.info("%s: updated from %s (version %s)", record.name,
+                     record.version.node, record.version.to_json())
+        self.synced[record.name] = text
+        self._resolved(record.name)
+
+    def _delete(self, record: Record) -> None:
+        try:
+            removed = remove_definition(self.directory, record.name)
+        except DefinitionError as exc:
+            self._conflict(record.name, f"{record.name}: the deletion from "
+                                        f"{record.version.node} is refused: {exc.reason}")
+            return
+        if removed:
+            log.info("%s: deleted by %s", record.name, record.version.node)
+        self.synced.pop(record.name, None)
+        self._resolved(record.name)
+
+    def _conflict(self, name: str, message: str) -> None:
+        self.conflicts[name] = message
+        self._once.warning(f"conflict {name}", message)
+
+    def _resolved(self, name: str) -> None:
+        if self.conflicts.pop(name, None) is not None:
+            log.info("%s: the conflict is resolved", name)
+
+
+def _text_or_none(path: str) -> str | None:
+    """A file's text as it is (valid or not); None when there is no file."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(constants.MAX_DEFINITION_BYTES + 1).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None

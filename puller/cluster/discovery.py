@@ -91,6 +91,12 @@ class Discovery:
             log.warning("zeroconf: cannot announce the new addresses: %s", exc)
 
     def _resolve(self, zc, type_: str, name: str) -> None:
+        try:
+            self._resolve_one(zc, type_, name)
+        except Exception:  # malformed network input: logged and dropped, never fatal
+            log.exception("zeroconf: cannot use the announcement of %s", name)
+
+    def _resolve_one(self, zc, type_: str, name: str) -> None:
         info = zc.get_service_info(type_, name, timeout=3000)
         if info is None:
             return

@@ -161,6 +161,10 @@ class Cluster:
     def peer_table(self) -> list[dict[str, Any]]:
         return self.members.table()
 
+    def problems(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.dir.conflicts)
+
     # Client --------------------------------------------------------------------------
 
     def exchange(self, peer: Peer, messages: list[dict],
@@ -219,21 +223,34 @@ class Cluster:
             self.members.ok(peer)
 
     def _anti_entropy(self) -> None:
+        """Rounds until ``close()``; whatever one round hits, the next one runs."""
         last_look = time.monotonic()
-        while not self._stop.wait(constants.SYNC_INTERVAL * random.uniform(0.8, 1.2)):
-            if time.monotonic() - last_look > constants.REANNOUNCE_CHECK:
-                last_look = time.monotonic()
-                if self._discovery is not None:
-                    self._discovery.reannounce_if_moved()
-            due = self.members.due(time.time())
-            chosen = random.sample(due, min(constants.SYNC_FANOUT, len(due)))
-            # in parallel: a peer that does not answer must not hold up the others
-            threads = [threading.Thread(target=self._sync_with, args=(peer,), daemon=True,
-                                        name="puller-sync") for peer in chosen]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+        failures = 0
+        while not self._stop.wait(constants.SYNC_INTERVAL * random.uniform(0.8, 1.2)
+                                  * min(2 ** failures, 8)):
+            try:
+                if time.monotonic() - last_look > constants.REANNOUNCE_CHECK:
+                    last_look = time.monotonic()
+                    if self._discovery is not None:
+                        self._discovery.reannounce_if_moved()
+                self._round()
+            except Exception:  # never let the thread die: log, back off, go on
+                failures += 1
+                log.exception("anti-entropy round failed (%d in a row); going on", failures)
+            else:
+                failures = 0
+
+    def _round(self) -> None:
+        """Push-pull with a few random peers, in parallel."""
+        due = self.members.due(time.time())
+        chosen = random.sample(due, min(constants.SYNC_FANOUT, len(due)))
+        # in parallel: a peer that does not answer must not hold up the others
+        threads = [threading.Thread(target=self._sync_with, args=(peer,), daemon=True,
+                                    name="puller-sync") for peer in chosen]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def broadcast(self, kind: str, body: dict) -> list[dict]:
         """Ask every live peer (``pull``, ``status``); replies of those that answered."""

@@ -1,9 +1,10 @@
 """Service definition files: YAML in, validated ``Service`` values out.
 
 ``parse_definition`` is pure (text in, value or ``DefinitionError`` out).
-``DefinitionDir`` reads a directory and keeps, per file, the last good
-definition in force while the file is broken: a bad file is reported, never
-rewritten, never deleted, and never stops the others.
+``write_definition`` and ``remove_definition`` are the only ways puller
+changes a file: validated first, written atomically, and a file that is not a
+valid definition is never removed. Reading a whole directory is
+``directory.DefinitionDir``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import math
 import os
 import re
 import stat
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,110 +284,6 @@ class Scan:
     recheck_in: float | None = None
 
 
-@dataclass
-class _Entry:
-    stat_key: tuple[int, int, int, int]
-    result: Service | DefinitionError
-
-
-class DefinitionDir:
-    """A definitions directory, re-read on each ``scan()`` (files unchanged since
-    the last scan are not parsed again).
-
-    While a file is broken, the last good definition read from it stays in
-    force. A deleted file removes its service.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self._cache: dict[str, _Entry] = {}
-        self._last_good: dict[str, Service] = {}
-        self._missing_since: dict[str, float] = {}
-        self._lock = threading.Lock()  # the loop and the API both scan
-
-    def _read(self, filename: str) -> Service | DefinitionError:
-        full = os.path.join(self.path, filename)
-        try:
-            st = os.stat(full)
-        except OSError as exc:
-            return DefinitionError(full, f"cannot read the file: {exc.strerror or exc}")
-        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        cached = self._cache.get(filename)
-        if cached and cached.stat_key == key:
-            return cached.result
-        try:
-            result: Service | DefinitionError = read_definition(full)
-        except DefinitionError as exc:
-            result = exc
-        except Exception as exc:  # bad input must never stop a pass
-            log.exception("unexpected error reading %s", full)
-            result = DefinitionError(full, f"cannot be read: {type(exc).__name__}: {exc}")
-        self._cache[filename] = _Entry(key, result)
-        return result
-
-    def scan(self) -> Scan:
-        with self._lock:
-            return self._scan()
-
-    def _scan(self) -> Scan:
-        try:
-            names = sorted(f for f in os.listdir(self.path) if is_definition_file(f))
-        except OSError as exc:
-            error = DefinitionError(self.path, f"cannot list the directory: {exc.strerror or exc}")
-            # Keep everything in force: a vanished or unreadable directory is
-            # a fault to report, not an order to remove every service.
-            return Scan(dict(self._last_good_by_name()), (error,), complete=False)
-        services: dict[str, Service] = {}
-        errors: list[DefinitionError] = []
-        broken: set[str] = set()
-        present = set(names)
-        now = time.monotonic()
-        in_grace: list[Service] = []
-        for filename in list(self._last_good):
-            if filename in present:
-                self._missing_since.pop(filename, None)
-                continue
-            # An editor that saves by renaming leaves a moment without the file:
-            # a service is gone only once its file has stayed away a while.
-            since = self._missing_since.setdefault(filename, now)
-            if now - since < constants.DELETE_GRACE:
-                in_grace.append(self._last_good[filename])
-            else:
-                del self._last_good[filename]
-                self._missing_since.pop(filename, None)
-        for filename in list(self._cache):
-            if filename not in present:
-                del self._cache[filename]
-        for filename in names:
-            result = self._read(filename)
-            if isinstance(result, DefinitionError):
-                errors.append(result)
-                result = self._last_good.get(filename)  # type: ignore[assignment]
-                if result is None:
-                    broken.add(os.path.splitext(filename)[0])
-                    continue
-            else:
-                self._last_good[filename] = result
-            if result.name in services:
-                other = services[result.name]
-                errors.append(
-                    DefinitionError(
-                        os.path.join(self.path, filename),
-                        f"service {result.name!r} is also defined in {other.path}; "
-                        f"keeping {os.path.basename(other.path)}",
-                    )
-                )
-                continue
-            services[result.name] = result
-        for service in in_grace:
-            services.setdefault(service.name, service)
-        return Scan(services, tuple(errors), frozenset(broken),
-                    recheck_in=constants.DELETE_GRACE if in_grace else None)
-
-    def _last_good_by_name(self) -> dict[str, Service]:
-        return {service.name: service for service in self._last_good.values()}
-
-
 def definition_fields(service: Service) -> dict[str, Any]:
     """The fields a user wrote (defaults filled in), in the order of FIELDS."""
     fields: dict[str, Any] = {"name": service.name, "bash": service.bash, "repo": service.repo,
@@ -409,12 +304,31 @@ def render_definition(fields: dict[str, Any]) -> str:
                           width=1 << 16)
 
 
+def definition_files(directory: str, name: str) -> list[str]:
+    """The files that exist for service ``name`` (``.yml``, ``.yaml``)."""
+    return [path for path in (os.path.join(directory, name + suffix)
+                              for suffix in constants.DEFINITION_SUFFIXES)
+            if os.path.lexists(path)]
+
+
+class TwoFiles(DefinitionError):
+    """``name.yml`` and ``name.yaml`` side by side: neither is taken."""
+
+    def __init__(self, paths: list[str]):
+        paths = sorted(paths, key=lambda path: (path.endswith(".yaml"), path))  # .yml first
+        self.paths = paths
+        names = " and ".join(os.path.basename(p) for p in paths)
+        super().__init__(paths[0], f"the service is defined twice, in {names}; nothing is "
+                                   "synced or changed for it until one of them goes")
+
+
 def definition_path(directory: str, name: str) -> str:
-    """The file of service ``name``: an existing ``.yaml`` one, else ``name.yml``."""
-    yaml_path = os.path.join(directory, name + ".yaml")
-    if os.path.exists(yaml_path) and not os.path.exists(os.path.join(directory, name + ".yml")):
-        return yaml_path
-    return os.path.join(directory, name + ".yml")
+    """The file of service ``name``: an existing ``.yaml`` one, else ``name.yml``.
+    Raises ``TwoFiles`` when both exist."""
+    found = definition_files(directory, name)
+    if len(found) > 1:
+        raise TwoFiles(found)
+    return found[0] if found else os.path.join(directory, name + ".yml")
 
 
 def write_definition(directory: str, fields: dict[str, Any]) -> Service:
@@ -431,14 +345,31 @@ def write_definition(directory: str, fields: dict[str, Any]) -> Service:
     return service
 
 
+def removable_definition(directory: str, name: str) -> str | None:
+    """The file a deletion of ``name`` may remove: the one file that is a valid
+    definition of that name. None when there is no file; ``DefinitionError``
+    when what is there is not one (a draft, notes, two files): puller never
+    deletes what is not a definition."""
+    path = definition_path(directory, name)
+    if not os.path.lexists(path):
+        return None
+    try:
+        read_definition(path)
+    except DefinitionError as exc:
+        raise DefinitionError(path, f"not deleted: it is not a valid definition of {name} "
+                                    f"({exc.reason}); fix or delete it by hand") from None
+    return path
+
+
 def remove_definition(directory: str, name: str) -> list[str]:
-    """Delete every file defining ``name``; returns the paths removed."""
-    removed = []
-    for suffix in constants.DEFINITION_SUFFIXES:
-        path = os.path.join(directory, name + suffix)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        removed.append(path)
-    return removed
+    """Delete the file defining ``name``; returns the paths removed (none when
+    there was no file). ``DefinitionError`` when the file is not a valid
+    definition of ``name``: it is left alone."""
+    path = removable_definition(directory, name)
+    if path is None:
+        return []
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return []
+    return [path]

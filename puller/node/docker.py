@@ -119,6 +119,17 @@ class Docker:
         images = [Image.from_inspect(item) for item in items]
         return {ref: _find_image(ref, images) for ref in refs}
 
+    def images_by_id(self, ids: Iterable[str]) -> dict[str, Image]:
+        """One batched ``docker image inspect`` of image ids; those that exist."""
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        code, out, err = self._run("image", "inspect", *ids, ok_codes=(0, 1))
+        items = json.loads(out) if out.strip() else []
+        if code != 0 and not items and "No such" not in err:
+            raise DockerError([self.executable, "image", "inspect", *ids], code, err)
+        return {image.id: image for image in (Image.from_inspect(item) for item in items)}
+
     # Changes ---------------------------------------------------------------
 
     def pull(self, ref: str, config_dir: str | None = None) -> None:

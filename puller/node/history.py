@@ -50,13 +50,16 @@ def rollback_fields(entries: list[dict], current: Mapping[str, Any],
             if entry["fields"].get("tag") == to and entry.get("digest"):
                 return {**without_pin(entry["fields"]), PINNED: entry["digest"]}
         return {**without_pin(current), "tag": to}
-    deployed = [entry for entry in entries if entry.get("digest")]
-    if not deployed:
-        raise NoRollback(f"{name} has no earlier deployed revision on this node to roll back to")
-    now = deployed[-1]
-    now_key = (without_pin(now["fields"]), now["digest"])
-    for entry in reversed(deployed[:-1]):
-        if (without_pin(entry["fields"]), entry["digest"]) != now_key:
+    # The revision in force: the latest entry of the current definition (the
+    # file's fields, pin included). What ran before it is the target, whether
+    # the current one is proven, on probation, failed or never ran.
+    fields = dict(current)
+    index = next((i for i in range(len(entries) - 1, -1, -1)
+                  if entries[i]["fields"] == fields), len(entries))
+    running = entries[index].get("digest") if index < len(entries) else None
+    now_key = (without_pin(fields), running)
+    for entry in reversed(entries[:index]):
+        if entry.get("digest") and (without_pin(entry["fields"]), entry["digest"]) != now_key:
             return {**without_pin(entry["fields"]), PINNED: entry["digest"]}
     raise NoRollback(f"{name} has no earlier deployed revision on this node to roll back to "
                      f"(the history holds {len(entries)} revision(s); `puller history {name}`)")

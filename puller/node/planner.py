@@ -119,6 +119,20 @@ def config_hash(run_canonical: Sequence[str], image_id: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def release_digest(ref: str, image: Image | None, remote: "Remote | None") -> str | None:
+    """The registry digest a local image was deployed as: the one the registry
+    names for the tag when the image carries it. A multi-arch image carries
+    both the index digest and its platform manifest's; only the index is the
+    same on every node, so without the registry's word an image known by
+    several digests names none (never a platform digest by chance)."""
+    digests = local_digests(ref, image)
+    if remote is not None and remote.digest in digests:
+        return remote.digest
+    if len(digests) == 1:
+        return next(iter(digests))
+    return None
+
+
 def local_digests(ref: str, image: Image | None) -> set[str]:
     """The digests a local image is known by in ``ref``'s repository."""
     if image is None:

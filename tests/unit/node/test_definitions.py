@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puller import constants
-from puller.node.definitions import DefinitionDir, parse_definition, read_definition
+from puller.node.definitions import parse_definition, read_definition, remove_definition
+from puller.node.directory import DefinitionDir
 from puller.errors import DefinitionError
 
 GOOD = """\
@@ -20,6 +21,8 @@ repo: cassandra
 tag: latest
 node: box-*
 """
+
+GOOD_WEB = "name: web\nbash: docker run web\nrepo: web\ntag: v1\n"
 
 
 def test_the_seed_definition_is_valid():
@@ -200,3 +203,29 @@ def test_an_unreadable_directory_removes_nothing(tmp_path):
     scan = defs.scan()
     assert not scan.complete
     assert "cannot list the directory" in str(scan.errors[0])
+
+
+def test_remove_definition_never_removes_what_is_not_a_definition(tmp_path):
+    (tmp_path / "notes.yml").write_text("just: some notes\n")
+    with pytest.raises(DefinitionError, match="not a valid definition of notes"):
+        remove_definition(str(tmp_path), "notes")
+    assert (tmp_path / "notes.yml").exists()
+    (tmp_path / "web.yml").write_text(GOOD_WEB)
+    assert remove_definition(str(tmp_path), "web") == [str(tmp_path / "web.yml")]
+    assert remove_definition(str(tmp_path), "web") == []
+
+
+def test_yml_and_yaml_side_by_side_are_reported_and_the_last_good_stays(tmp_path):
+    (tmp_path / "web.yml").write_text(GOOD_WEB)
+    directory = DefinitionDir(str(tmp_path))
+    assert directory.scan().services["web"].tag == "v1"
+    (tmp_path / "web.yaml").write_text(GOOD_WEB.replace("v1", "v9"))
+    scan = directory.scan()
+    assert scan.services["web"].tag == "v1"
+    [error] = scan.errors
+    assert "web.yml and web.yaml" in str(error)
+    with pytest.raises(DefinitionError, match="defined twice"):
+        remove_definition(str(tmp_path), "web")
+    assert sorted(os.listdir(tmp_path)) == ["web.yaml", "web.yml"]
+    fresh = DefinitionDir(str(tmp_path)).scan()  # never good: left alone, not removed
+    assert "web" not in fresh.services and "web" in fresh.broken

@@ -1,0 +1,263 @@
+"""One reconcile pass of one node, and what it shows of the node.
+
+``tick`` reads the definitions, asks the registries about the tags that are
+due, reads the facts (one ``docker ps``, one batched ``docker image
+inspect``), plans (pure, ``planner``), executes (``executor``) and remembers
+what failed (``memoryfile``) and what ran (``history``). The daemon runs it in
+its loop; tests run one pass with an injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Mapping, Protocol
+
+from ..errors import ImageReferenceError, PullerError
+from ..faults import FaultLog
+from ..images.freshness import Freshness, Remote
+from ..images.gcloud import GoogleLogins
+from ..images.hooks import Push
+from ..images.reference import Reference
+from .container import Container, Image
+from .definitions import Scan, Service, definition_fields
+from .directory import DefinitionDir
+from .docker import Docker
+from .executor import Executor, Outcome, remember
+from .history import History
+from .memoryfile import load_memory, memory_to_json, save_memory
+from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
+from .report import PassReport
+
+log = logging.getLogger(__name__)
+
+
+class Settings(Protocol):
+    """What a pass needs of the daemon's configuration."""
+
+    node: str
+    directory: str
+    state_dir: str
+    google_registries: tuple[str, ...]
+
+    def container_name(self, service: str) -> str: ...
+
+
+class Reconciler:
+    """One node's passes, with the memory they keep between them."""
+
+    def __init__(self, config: Settings, docker: Docker | None = None,
+                 freshness: Freshness | None = None):
+        self.config = config
+        self.node = config.node
+        self.directory = config.directory
+        self.docker = docker or Docker()
+        self.definitions = DefinitionDir(config.directory)
+        self.freshness = freshness or Freshness(google_registries=config.google_registries)
+        self.logins = GoogleLogins(self.docker, self.freshness.google,
+                                   os.path.join(config.state_dir, "docker"),
+                                   config.google_registries)
+        self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for,
+                                 container_name=config.container_name)
+        self.memory_path = os.path.join(config.state_dir, "memory.json")
+        self.memory = load_memory(self.memory_path)
+        self.history = History(os.path.join(config.state_dir, "history.json"), config.node)
+        self.last_report: PassReport | None = None
+        self.faults = FaultLog(log)
+        self.passes = 0
+
+    def tick(self, now: float | None = None, pull_due: bool = False,
+             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
+        """Run one reconcile pass.
+
+        ``pull_due`` asks the registry about every image; otherwise only images
+        never asked about are, plus those of the services in ``check`` and the
+        tags in ``pushes`` (whose digest, when the push was made to the very
+        registry a service names, is taken as is).
+        """
+        now = time.time() if now is None else now
+        calls_before = self.docker.calls
+        self.passes += 1
+        scan = self.definitions.scan()
+        services = {name: service for name, service in scan.services.items()
+                    if service.matches(self.config.node)}
+        remotes = self._check_registries(services, now, pull_due, check, pushes)
+        images, pulls, containers = self._read_facts(services, remotes)
+        the_plan = plan(services, containers, images, self.memory, now,
+                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
+                        remotes=self.freshness.remotes(),
+                        container_name=self.config.container_name)
+        for step in the_plan.steps:
+            if not step.action.changes_something:
+                log.debug("%s", step)
+        outcomes = self.executor.execute(the_plan)
+        if outcomes:  # what runs now, for status (an extra call only after a change)
+            containers = self.docker.containers(self.config.node)
+        memory = remember(self.memory, the_plan, pulls, outcomes, now)
+        if memory_to_json(memory) != memory_to_json(self.memory):
+            save_memory(self.memory_path, memory)
+        self.memory = memory
+        self.history.observe(
+            {name: definition_fields(service) for name, service in services.items()},
+            self._deployed(services, images, containers), now)
+        faults = self._faults(scan, the_plan)
+        self.faults.update(faults)
+        report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
+                            tuple(containers), tuple(pulls), tuple(outcomes),
+                            self.docker.calls - calls_before, faults)
+        self.last_report = report
+        return report
+
+    def _check_registries(self, services: Mapping[str, Service], now: float, pull_due: bool,
+                          check: Iterable[str], pushes: Iterable[Push]) -> dict[str, Remote]:
+        """Ask the registries about the tags that are due; what they said this pass."""
+        tags = {service.image_ref for service in services.values()
+                if "@" not in service.image_ref}
+        forced = {services[name].image_ref for name in check if name in services} & tags
+        noted = {}
+        for push in pushes:
+            for ref in tags:
+                if not push.matches(ref):
+                    continue
+                if push.digest and push.same_host(ref):
+                    noted[ref] = push.digest
+                else:
+                    forced.add(ref)
+        known = self.freshness.remotes()
+        due = tags if pull_due else {ref for ref in tags if ref not in known}
+        remotes = self.freshness.check(due - set(noted), now, force=forced - set(noted))
+        for ref, digest in noted.items():
+            self.freshness.note(ref, digest, now)
+            remotes[ref] = self.freshness.remotes()[ref]
+        self.freshness.forget(tags)
+        return remotes
+
+    def _read_facts(self, services: Mapping[str, Service], remotes: Mapping[str, Remote]
+                    ) -> tuple[dict[str, Image | None], list[Outcome], list[Container]]:
+        """The images (after the pulls they need) and this node's containers."""
+        refs = {service.image_ref for service in services.values()}
+        # The containers are read while the images are looked at and pulled:
+        # both are on the path from an edit to its container.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
+            containers_read = pool.submit(self.docker.containers, self.config.node)
+            images = self.docker.images(refs)
+            pulls = self.executor.pull(plan_pulls(
+                services, images, {**self.freshness.remotes(), **remotes}, checked=remotes))
+            if pulls:
+                images = self.docker.images(refs)
+            containers = containers_read.result()
+        return images, pulls, containers
+
+    def _deployed(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
+                  containers: Iterable[Container]) -> dict[str, str]:
+        """The digest each service runs, once its container is up to date (for
+        the history). A container on probation counts: it served, and a newer
+        edit may end its probation before it is judged."""
+        current = {c.service: c for c in containers
+                   if c.service and c.name == self.config.container_name(c.service)}
+        remotes = self.freshness.remotes()
+        deployed = {}
+        for name, service in services.items():
+            container, image = current.get(name), images.get(service.image_ref)
+            if (container is None or image is None or not container.running
+                    or container.image_id != image.id
+                    or container.config_hash != config_hash(service.run.canonical(), image.id)):
+                continue
+            digest = service.digest or release_digest(service.image_ref, image,
+                                                      remotes.get(service.image_ref))
+            if digest:
+                deployed[name] = digest
+        return deployed
+
+    def _faults(self, scan: Scan, the_plan: Plan) -> dict[str, str]:
+        faults = {error.path: f"bad definition, ignored: {error}" for error in scan.errors}
+        for ref, remote in self.freshness.remotes().items():
+            if remote.error and not remote.fallback:
+                faults[f"registry {ref}"] = f"{ref}: {remote.error}; the running containers stay"
+            elif remote.fallback:
+                faults[f"registry {ref}"] = (f"{ref}: cannot check without pulling "
+                                             f"({remote.error}); falling back to docker pull")
+        for step in the_plan.steps:
+            if step.action is Action.WAIT:
+                faults[f"service {step.service}"] = f"{step.service}: {step.reason}"
+        return faults
+
+    def status(self) -> dict:
+        """This node's view of its services, from the latest pass (plain JSON data)."""
+        report = self.last_report
+        node = {"node": self.config.node, "directory": self.config.directory,
+                "passes": self.passes, "last_pass": report.at if report else None,
+                "services": {}}
+        if report is None:
+            return node
+        errors = {step.service: step.reason for step in report.plan.steps
+                  if step.action is Action.WAIT}
+        for outcome in report.outcomes:
+            if not outcome.ok:
+                errors[outcome.step.service] = outcome.error
+        for name, failure in self.memory.failures.items():
+            errors.setdefault(name, failure.error)
+        for error in report.scan.errors:
+            errors.setdefault(os.path.splitext(os.path.basename(error.path))[0], str(error))
+        containers = {c.service: c for c in report.containers
+                      if c.service is not None
+                      and c.name == self.config.container_name(c.service)}
+        running = self._running_images(report, containers.values())
+        for name, service in sorted(report.scan.services.items()):
+            if service.matches(self.config.node):
+                node["services"][name] = self._service_status(
+                    service, report, containers.get(name), running, errors.get(name))
+        return node
+
+    def _running_images(self, report: PassReport, containers: Iterable[Container]
+                        ) -> dict[str, Image]:
+        """The image of each running container by id; a docker call only for
+        images the pass did not look at (a release that failed and was put back)."""
+        known = {image.id: image for image in report.images.values() if image is not None}
+        missing = {c.image_id for c in containers if c.image_id and c.image_id not in known}
+        if missing:
+            try:
+                known.update(self.docker.images_by_id(missing))
+            except PullerError as exc:
+                log.debug("cannot inspect the running images: %s", exc)
+        return known
+
+    def _service_status(self, service: Service, report: PassReport, container: Container | None,
+                        running: Mapping[str, Image], error: str | None) -> dict:
+        ref = service.image_ref
+        remote = report.remotes.get(ref)
+        image = running.get(container.image_id) if container and container.image_id else None
+        digest = release_digest(ref, image, remote)
+        if digest is None and image is not None:
+            digest = min(local_digests(ref, image), default=None)
+        failure = self.memory.failures.get(service.name)
+        wanted = report.images.get(ref)
+        if failure is not None and container is not None and image is not None and (
+                wanted is None or image.id != wanted.id):
+            error = (f"{service.digest or service.tag} failed: {failure.error}; running "
+                     f"{_image_label(ref, image)} ({(digest or image.id)[7:19]})")
+        return {
+            "image": ref,
+            "state": container.status if container else "absent",
+            "container": container.short_id if container else None,
+            "image_id": container.image_id if container else None,
+            "running_digest": digest,
+            "registry_digest": remote.digest if remote else None,
+            "checked_at": remote.checked_at if remote else None,
+            "error": error or (remote.error if remote else None),
+        }
+
+
+def _image_label(ref: str, image: Image) -> str:
+    """A running image as a person knows it: its tag in ``ref``'s repository, else its id."""
+    try:
+        name = Reference.parse(ref).name
+        for tagged in image.repo_tags:
+            parsed = Reference.parse(tagged)
+            if parsed.name == name and parsed.tag:
+                return parsed.tag
+    except ImageReferenceError:
+        pass
+    return image.id[7:19]
