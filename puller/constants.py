@@ -51,3 +51,4 @@ REANNOUNCE_CHECK = 30.0  # seconds between looks at this node's addresses (mDNS 
 MAX_HEALTH_TIMEOUT = 86400.0  # seconds
 MAX_DEFINITION_BYTES = 256 * 1024
 DELETE_GRACE = 1.0  # seconds a file must stay away before its service counts as deleted
+OUTAGE_BACKOFF_MAX = 60.0  # seconds between passes, at most, while they keep failing

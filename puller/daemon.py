@@ -26,7 +26,8 @@ from . import constants
 from .cluster.backend import ClusterBackend
 from .cluster.lan import Cluster, ClusterConfig
 from .control.api import Api
-from .errors import PullerError
+from .errors import DockerError, PullerError
+from .faults import Outage
 from .images.freshness import Freshness
 from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES
 from .images.hooks import Push
@@ -95,6 +96,7 @@ class Daemon(Reconciler):
     def __init__(self, config: Config, docker: Docker | None = None,
                  freshness: Freshness | None = None):
         super().__init__(config, docker, freshness)
+        self.outage = Outage(log, "passes work again")
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -105,6 +107,8 @@ class Daemon(Reconciler):
     def _next_deadline(self, now: float) -> float:
         """When the next timer pass is due: the interval, or sooner when a
         backoff or retry expires."""
+        if self.outage.since is not None:  # nothing else is worth a try until it works
+            return now + self.outage.delay(self.config.interval, constants.OUTAGE_BACKOFF_MAX)
         deadline = now + self.config.interval
         for backoff in self.memory.restarts.values():
             if backoff.next_at > now:
@@ -119,6 +123,17 @@ class Daemon(Reconciler):
             # a container on probation is looked at often: an early exit counts
             deadline = min(deadline, now + constants.PROBATION_CHECK)
         return deadline
+
+    def _pass_failed(self, exc: PullerError, now: float) -> None:
+        """One line when passes start failing (docker unreachable, say), one when
+        they work again; the same failure again is DEBUG, and passes back off."""
+        if isinstance(exc, DockerError) and _unreachable(exc.stderr):
+            self.outage.what = "docker is back"
+            self.outage.failed(f"docker is unreachable: {exc.stderr}; every container is left "
+                               "as it is; passes back off until it answers", now)
+        else:
+            self.outage.what = "passes work again"
+            self.outage.failed(f"pass failed: {exc}", now)
 
     # The loop -------------------------------------------------------------------
 
@@ -195,6 +210,9 @@ class Daemon(Reconciler):
 
     def status(self) -> dict:
         node = super().status()
+        if self.outage.since is not None:
+            node["fault"] = self.outage.message
+            node["fault_since"] = self.outage.since
         if self.cluster is not None:
             node["conflicts"] = self.cluster.problems()
         return node
@@ -251,12 +269,13 @@ class Daemon(Reconciler):
             try:
                 report = self.tick(started, pull_due=pull_due, check=check, pushes=pushes)
             except PullerError as exc:
-                log.error("pass failed: %s", exc)
+                self._pass_failed(exc, started)
                 self._answer(requests, error=exc)
             except Exception as exc:  # the loop must go on whatever one pass hit
                 log.exception("pass failed unexpectedly")
                 self._answer(requests, error=exc)
             else:
+                self.outage.ok(time.time())
                 self._answer(requests, report=report)
             deadline = self._next_deadline(started)
             woken = self._wake.wait(timeout=max(0.0, deadline - time.time()))
@@ -296,3 +315,11 @@ class Daemon(Reconciler):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unreachable(stderr: str) -> bool:
+    """The docker CLI's words for an engine it cannot reach."""
+    return any(text in stderr for text in (
+        "Cannot connect to the Docker daemon", "Is the docker daemon running",
+        "error during connect", "connect: no such file or directory",
+        "connect: connection refused"))

@@ -39,3 +39,39 @@ class OnceLog:
             self._last[key] = message
         else:
             self.log.debug("%s", message)
+
+
+class Outage:
+    """Something the loop needs that keeps failing (the docker engine, a pass):
+    one line when it starts, one when it ends ("docker is back after 42 s"),
+    DEBUG in between; and how long to wait before trying again (doubling,
+    capped), so an outage is not hammered."""
+
+    def __init__(self, logger: logging.Logger, what: str):
+        self.log = logger
+        self.what = what
+        self.since: float | None = None
+        self.message: str | None = None
+        self.failures = 0
+
+    def failed(self, message: str, now: float) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = now
+            self.log.error("%s", message)
+        elif message != self.message:
+            self.log.warning("%s", message)
+        else:
+            self.log.debug("still: %s", message)
+        self.message = message
+
+    def ok(self, now: float) -> None:
+        if self.since is not None:
+            self.log.info("%s after %.0f s", self.what, now - self.since)
+        self.since, self.message, self.failures = None, None, 0
+
+    def delay(self, interval: float, cap: float) -> float:
+        """Seconds to the next try: the interval, doubled per failure, at most ``cap``."""
+        if not self.failures:
+            return interval
+        return max(interval, min(max(interval, 1.0) * 2 ** min(self.failures - 1, 16), cap))
