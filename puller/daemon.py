@@ -97,6 +97,7 @@ class Daemon(Reconciler):
                  freshness: Freshness | None = None):
         super().__init__(config, docker, freshness)
         self.outage = Outage(log, "passes work again")
+        self._waiting: list[PassRequest] = []  # triggers waiting for their pulls
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -251,6 +252,7 @@ class Daemon(Reconciler):
         self.start_api()
         self.start_cluster()
         self.start_watching()
+        self.pull_in_background(self.wake)
         log.info("puller on node %s: watching %s, a pass every %g s, pulling every %d pass(es)",
                  self.config.node, self.config.directory, self.config.interval,
                  self.config.pull_every)
@@ -263,9 +265,10 @@ class Daemon(Reconciler):
             pull_due = started - last_pull_pass >= pull_period - 0.5
             if pull_due:
                 last_pull_pass = started
-            requests = self._take_requests()
-            check = {name for r in requests for name in r.services}
-            pushes = [push for r in requests for push in r.pushes]
+            taken = self._take_requests()
+            check = {name for r in taken for name in r.services}
+            pushes = [push for r in taken for push in r.pushes]
+            requests, self._waiting = self._waiting + taken, []
             try:
                 report = self.tick(started, pull_due=pull_due, check=check, pushes=pushes)
             except PullerError as exc:
@@ -276,7 +279,7 @@ class Daemon(Reconciler):
                 self._answer(requests, error=exc)
             else:
                 self.outage.ok(time.time())
-                self._answer(requests, report=report)
+                self._answer_or_wait(requests, report)
             deadline = self._next_deadline(started)
             woken = self._wake.wait(timeout=max(0.0, deadline - time.time()))
             if self._stop.is_set():
@@ -286,6 +289,18 @@ class Daemon(Reconciler):
                 time.sleep(constants.WATCH_DEBOUNCE)
                 self._wake.clear()
         log.info("puller stopped; containers keep running")
+
+    def _answer_or_wait(self, requests: list[PassRequest], report: PassReport) -> None:
+        """A trigger is answered once its services' images are no longer being
+        pulled in the background; until then it waits for a later pass."""
+        pulling = self.pulling()
+        for request in requests:
+            refs = {report.scan.services[name].image_ref for name in request.services
+                    if name in report.scan.services}
+            if refs & pulling:
+                self._waiting.append(request)
+            else:
+                self._answer([request], report=report)
 
     @staticmethod
     def _answer(requests: list[PassRequest], report: PassReport | None = None,
@@ -304,7 +319,11 @@ class Daemon(Reconciler):
         cluster, self.cluster = self.cluster, None
         if cluster is not None:
             cluster.close()
-        self._answer(self._take_requests(), error=PullerError("the daemon is stopping"))
+        if self.pull_jobs is not None:
+            self.pull_jobs.close()
+        waiting, self._waiting = self._waiting, []
+        self._answer(waiting + self._take_requests(),
+                     error=PullerError("the daemon is stopping"))
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()

@@ -85,9 +85,9 @@ class Executor:
             return []
         with ThreadPoolExecutor(max_workers=min(constants.PULL_WORKERS, len(steps)),
                                 thread_name_prefix="puller-pull") as pool:
-            return list(pool.map(self._pull_one, steps))
+            return list(pool.map(self.pull_one, steps))
 
-    def _pull_one(self, step: Step) -> Outcome:
+    def pull_one(self, step: Step) -> Outcome:
         ref = step.image_ref
         assert ref is not None
         try:

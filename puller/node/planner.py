@@ -213,6 +213,7 @@ def plan(
     complete: bool = True,
     remotes: Mapping[str, "Remote"] | None = None,
     container_name: Callable[[str], str] = str,
+    pulling: frozenset[str] = frozenset(),
 ) -> Plan:
     """Steps that bring this node's containers to ``services``.
 
@@ -221,13 +222,14 @@ def plan(
     from "no longer matches this node"; containers of ``broken`` services
     (a bad file with no good definition to fall back on) are left alone, as is
     everything when the directory could not be read (``complete`` false).
+    ``pulling`` names the images being pulled in the background.
     """
     current, previous, odd = _by_role(containers, services, container_name)
     steps = _plan_misnamed(odd, current, previous)
     for name in sorted(services):
         steps.extend(_plan_service(
             services[name], current.get(name), previous.get(name), images, memory, now,
-            remotes or {},
+            remotes or {}, pulling,
         ))
     steps.extend(_plan_orphans(services, current, previous, set(defined), set(broken), complete))
     return Plan(tuple(steps))
@@ -313,10 +315,11 @@ def _plan_service(
     memory: Memory,
     now: float,
     remotes: Mapping[str, "Remote"],
+    pulling: frozenset[str] = frozenset(),
 ) -> list[Step]:
     image = images.get(service.image_ref)
     if image is None:
-        return _plan_without_image(service, current, memory, remotes)
+        return _plan_without_image(service, current, memory, remotes, pulling)
     wanted = config_hash(service.run.canonical(), image.id)
     target = Target(service, image, wanted)
     failure = memory.failures.get(service.name)
@@ -335,11 +338,12 @@ def _plan_service(
 
 
 def _plan_without_image(service: Service, current: Container | None, memory: Memory,
-                        remotes: Mapping[str, "Remote"]) -> list[Step]:
+                        remotes: Mapping[str, "Remote"], pulling: frozenset[str]) -> list[Step]:
     ref = service.image_ref
     remote = remotes.get(ref)
     error = memory.pull_errors.get(ref) or (remote.error if remote else None)
-    why = f"pull failed: {error}" if error else "not pulled yet"
+    why = ("pulling" if ref in pulling else f"pull failed: {error}" if error
+           else "not pulled yet")
     if current is not None:
         return [Step(Action.WAIT, service.name,
                      f"image {ref} is not available ({why}); keeping the current container",

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
 
 from ..errors import ImageReferenceError, PullerError
 from ..faults import FaultLog
@@ -29,6 +29,7 @@ from .executor import Executor, Outcome, remember
 from .history import History
 from .memoryfile import load_memory, memory_to_json, save_memory
 from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
+from .pulls import PullJobs
 from .report import PassReport
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Reconciler:
         self.last_report: PassReport | None = None
         self.faults = FaultLog(log)
         self.passes = 0
+        self.pull_jobs: PullJobs | None = None
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
@@ -75,7 +77,9 @@ class Reconciler:
         ``pull_due`` asks the registry about every image; otherwise only images
         never asked about are, plus those of the services in ``check`` and the
         tags in ``pushes`` (whose digest, when the push was made to the very
-        registry a service names, is taken as is).
+        registry a service names, is taken as is). Pulls run within the pass,
+        unless ``pull_in_background`` set a ``PullJobs``: then the pass starts
+        them and goes on without their images.
         """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
@@ -88,7 +92,7 @@ class Reconciler:
         the_plan = plan(services, containers, images, self.memory, now,
                         defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
                         remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name)
+                        container_name=self.config.container_name, pulling=self.pulling())
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -142,13 +146,29 @@ class Reconciler:
         # both are on the path from an edit to its container.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="puller-facts") as pool:
             containers_read = pool.submit(self.docker.containers, self.config.node)
+            finished = self.pull_jobs.take_finished() if self.pull_jobs else []
             images = self.docker.images(refs)
-            pulls = self.executor.pull(plan_pulls(
-                services, images, {**self.freshness.remotes(), **remotes}, checked=remotes))
-            if pulls:
-                images = self.docker.images(refs)
+            steps = plan_pulls(services, images, {**self.freshness.remotes(), **remotes},
+                               checked=remotes)
+            if self.pull_jobs is not None:
+                in_flight = self.pull_jobs.in_flight()
+                self.pull_jobs.start([s for s in steps if s.image_ref not in in_flight])
+                pulls = finished
+            else:
+                pulls = self.executor.pull(steps)
+                if pulls:
+                    images = self.docker.images(refs)
             containers = containers_read.result()
         return images, pulls, containers
+
+    def pull_in_background(self, on_done: Callable[[], None]) -> None:
+        """From now on pulls run as background jobs; ``on_done`` when one ends."""
+        if self.pull_jobs is None:
+            self.pull_jobs = PullJobs(self.executor, on_done)
+
+    def pulling(self) -> frozenset[str]:
+        """The images being pulled in the background now."""
+        return self.pull_jobs.in_flight() if self.pull_jobs is not None else frozenset()
 
     def _deployed(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
                   containers: Iterable[Container]) -> dict[str, str]:
