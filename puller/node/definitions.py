@@ -23,6 +23,7 @@ from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, RunLineError
 from ..fsutil import write_atomically
 from ..images.reference import Reference
+from .edit import edit_text, retag_image_token
 from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
+DEFINITION_MODE = 0o600  # a run line may carry secrets: files puller creates are private
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
 
@@ -151,8 +153,25 @@ def parse_definition(text: str, path: str) -> Service:
         run = parse_run_line(bash, repo=repo, name=name)
     except RunLineError as exc:
         raise DefinitionError(path, f"bash: {exc}", lines.get("bash")) from None
+    disagreement = _image_disagrees(run.image, tag, digest, data.get("tag") is not None)
+    if disagreement:
+        raise DefinitionError(path, f"bash: {disagreement}", lines.get("bash"))
     return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
                    digest=digest, health_timeout=health_timeout)
+
+
+def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool) -> str | None:
+    """Why the run line's image token contradicts ``tag:``/``digest:`` (None if it does not):
+    puller runs the definition's tag or digest, so a token naming another would lie."""
+    image = Reference.parse(token)
+    if image.digest and image.digest != digest:
+        return (f"the image `{token}` names digest {image.digest[:19]}…, but digest: is "
+                f"{digest[:19] + '…' if digest else 'not set'}; write the image without a digest "
+                "(puller runs the digest: field) or make them agree")
+    if image.tag and not digest and image.tag != tag and (tag_written or image.tag != "latest"):
+        return (f"the image `{token}` names tag {image.tag}, but tag: is {tag}; write the image "
+                "without a tag (puller runs the tag: field) or make them agree")
+    return None
 
 
 @dataclass(frozen=True)
@@ -339,10 +358,57 @@ def write_definition(directory: str, fields: dict[str, Any]) -> Service:
         raise DefinitionError(os.path.join(directory, f"{name}.yml"),
                               f"name {name!r} is not a valid service name")
     path = definition_path(directory, name)
-    text = render_definition(fields)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            existing: str | None = handle.read(constants.MAX_DEFINITION_BYTES + 1)
+    except FileNotFoundError:
+        existing = None
+    except (OSError, UnicodeDecodeError):
+        existing = ""
+    text = _edited(existing, fields, path) if existing else render_definition(fields)
     service = parse_definition(text, path)
-    write_atomically(path, text)
+    write_atomically(path, text, mode=None if existing is not None else DEFINITION_MODE)
     return service
+
+
+def _edited(existing: str, fields: dict[str, Any], path: str) -> str:
+    """The file's own text with only the fields that change changed (``edit``);
+    a whole new text when the old one cannot be read as a definition."""
+    try:
+        old = parse_definition(existing, path)
+    except DefinitionError:
+        return render_definition(fields)
+    before = definition_fields(old)
+    wanted = {key: value for key, value in fields.items() if value is not None}
+    changes: dict[str, Any] = {}
+    for key in FIELDS:
+        if wanted.get(key) != before.get(key) and not (key == "node" and not wanted.get(key)
+                                                        and not before.get(key)):
+            changes[key] = wanted.get(key) if wanted.get(key) not in ("", None) else None
+    if ("tag" in changes or "digest" in changes) and "bash" not in changes:
+        token = _image_token(old, wanted)
+        if token is not None:
+            changes["bash"] = token
+    try:
+        return edit_text(existing, changes, path)
+    except DefinitionError:
+        return render_definition(fields)
+
+
+def _image_token(old: Service, wanted: dict[str, Any]) -> str | None:
+    """The bash line with its image token moved to the new tag or digest, when
+    the token names one (``web:v1``), spelled as the person spelled the
+    repository; None when it names none."""
+    token = old.run.image
+    image = Reference.parse(token)
+    if not (image.tag or image.digest):
+        return None
+    base = token.split("@", 1)[0]
+    if ":" in base.rsplit("/", 1)[-1]:
+        base = base.rsplit(":", 1)[0]
+    new = (f"{base}@{wanted['digest']}" if wanted.get("digest")
+           else f"{base}:{wanted.get('tag') or constants.DEFAULT_TAG}")
+    return retag_image_token(old.bash, token, new)
 
 
 def removable_definition(directory: str, name: str) -> str | None:
