@@ -29,10 +29,10 @@ from ..faults import OnceLog
 from .backend import Handler
 from .dirsync import DirectorySync, wall_ms
 from .discovery import Discovery
-from .frames import FrameError, Receiver, encode
+from .frames import Envelope, FrameError, Receiver, encode
 from .gossip import Gossip, GossipError
 from .peers import Membership, Peer, SelfConnection, join_host_port
-from .server import SyncServer, read_frame
+from .server import Budget, Busy, SyncServer, read_frame
 from .versions import Clock, Record, Store
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Cluster:
         self.gossip = Gossip(self.store)
         self.receiver = Receiver(self.secret, config.cluster)
         self.members = Membership(config.node, config.port, config.bind)
+        self._budget = Budget(constants.SYNC_MAX_BUFFERED)  # frames not yet verified
         self._once = OnceLog(log)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -123,21 +124,33 @@ class Cluster:
         self._threads.append(thread)
 
     def _serve_connection(self, sock: socket.socket, address: tuple) -> None:
-        sock.settimeout(constants.SYNC_TIMEOUT)
+        sock.settimeout(constants.SYNC_TIMEOUT)  # for each whole frame, not each read
         try:
             while not self._stop.is_set():
-                payload = read_frame(sock)
-                if payload is None:
+                envelope = self._receive(sock)
+                if envelope is None:
                     return
-                envelope = self.receiver.decode(payload, wall_ms())
                 self.members.learn(envelope.addr, envelope.sender, address[0])
                 reply = self._handle(envelope.message)
                 if reply is not None:
                     sock.sendall(self._encode(reply, sock))
         except FrameError as exc:
             self._once.warning(f"frame {address[0]}", f"refused a frame from {address[0]}: {exc}")
+        except Busy as exc:
+            self._once.warning(f"busy {address[0]}",
+                               f"dropped a connection from {address[0]}: {exc}")
         except (OSError, GossipError, ValueError) as exc:
             log.debug("connection from %s dropped: %s", address[0], exc)
+
+    def _receive(self, sock: socket.socket) -> Envelope | None:
+        """The next frame, verified; its bytes count against the budget until then."""
+        payload = read_frame(sock, budget=self._budget)
+        if payload is None:
+            return None
+        try:
+            return self.receiver.decode(payload, wall_ms())
+        finally:
+            self._budget.give(len(payload))
 
     def _handle(self, message: dict) -> dict | None:
         kind = message.get("type")
