@@ -1,10 +1,11 @@
-"""The sync channel, attacked: work done before authentication (connection caps, frame
-deadline, memory)."""
+"""The sync channel, attacked: another local user, a remote -join or peer, and work done
+before authentication (connection caps, frame deadline, memory)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -14,9 +15,22 @@ import pytest
 from puller import constants
 from puller.cluster.frames import encode
 
+from .conftest import definition
+from .unprivileged import NOBODY, SYSTEM_PYTHON, Unprivileged
+from ..netns import SUBNET, Lan
 from ..testenv import wait_until
 
 QUIET = ("-zeroconf=false", "-interval=1")
+
+
+@pytest.fixture(scope="module")
+def unprivileged():
+    scratch = Unprivileged()
+    try:
+        scratch.setup().check()
+        yield scratch
+    finally:
+        scratch.close()
 
 
 @pytest.fixture
@@ -84,6 +98,78 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise AssertionError(f"no {field} for {pid}")
+
+
+# Attack 4 ------------------------------------------------------------------------------
+
+
+def test_a_daemon_run_by_nobody_cannot_push_a_definition_to_roots(
+        daemons, images, cleanup, unprivileged):
+    # root's state dir made beforehand, readable by all: only the secret file's mode protects it
+    root_state = os.path.join(unprivileged.root, "root-state")
+    os.makedirs(root_state, mode=0o755)
+    root = daemons("root", *QUIET, state=root_state)
+    started(root)
+    home = unprivileged.home("pwn")
+    evil_dir = os.path.join(home, "defs")
+    os.makedirs(evil_dir)
+    os.chown(evil_dir, NOBODY, NOBODY)
+    with open(os.path.join(evil_dir, "pwn4.yml"), "w") as handle:
+        handle.write(definition("pwn4", images.repo, node="^nowhere$", label=cleanup.label))
+    intruder = daemons("pwn", *QUIET, f"-join=127.0.0.1:{root.port}", directory=evil_dir,
+                       state=os.path.join(home, "state"), prefix=unprivileged.prefix(home),
+                       python=SYSTEM_PYTHON)
+    started(intruder)
+    assert "pwn4: local edit" in intruder.log()
+    wait_until(lambda: "refused" in root.log() or root.read("pwn4") is not None, timeout=20,
+               what="the root daemon to hear from the intruder")
+    time.sleep(3)  # the intruder pushed at start and tries again every 2 s
+    assert root.read("pwn4") is None, root.log()
+    assert "does not match the cluster secret" in root.log()
+    assert root.alive() and intruder.alive()
+
+    # nor can it borrow root's secret: the file is root's alone
+    borrow = daemons("borrow", *QUIET, f"-join=127.0.0.1:{root.port}", directory=evil_dir,
+                     state=root_state, prefix=unprivileged.prefix(home), python=SYSTEM_PYTHON)
+    assert borrow.process.wait(timeout=30) == 1, borrow.log()
+    assert "Permission denied" in borrow.log()
+    assert root.read("pwn4") is None
+
+
+# No explicit secret: loopback only ------------------------------------------------------
+
+
+def test_the_generated_secret_is_private_and_kept_across_restarts(daemons, tmp_path):
+    state = tmp_path / "fresh" / "state"
+    node = daemons("gen", *QUIET, state=str(state))
+    started(node)
+    path = state / "cluster.secret"
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    first = path.read_bytes()
+    assert len(first.strip()) >= 32
+    assert str(path) in node.log()
+    node.stop()
+    node.start()
+    wait_until(lambda: node.log().count("syncing on") == 2, timeout=30, what="the restart")
+    assert path.read_bytes() == first
+
+
+@pytest.fixture
+def lan():
+    with Lan(1) as lan:
+        yield lan
+
+
+def test_without_an_explicit_secret_a_remote_join_is_refused_at_start(daemons, lan):
+    # in a namespace of its own: whatever the daemon does, no packet leaves the test bridge
+    far = daemons("far", *QUIET, f"-join={SUBNET}.9:7946", prefix=lan.prefix(0))
+    assert far.process.wait(timeout=30) == 1, far.log()
+    assert "without an explicit cluster secret" in far.log()
+    assert "-secret-file" in far.log()
+    near = daemons("near", *QUIET, "-join=127.0.0.1:7946", "-join=localhost:7946",
+                   prefix=lan.prefix(0))
+    started(near)
 
 
 # Bounded work before authentication ----------------------------------------------------
@@ -188,3 +274,21 @@ def test_memory_stays_bounded_under_a_flood_of_big_unfinished_frames(daemons, se
     assert node.alive()
     wait_until(lambda: answered(node.port, secret), timeout=10, what="a legitimate peer's answer")
 
+
+def test_without_an_explicit_secret_zeroconf_brings_no_remote_peer(daemons, tmp_path, secret):
+    with Lan(2) as lan:
+        shared = f"-secret-file={tmp_path / 'secret'}"
+        remote = daemons("zremote", "-interval=1", shared, port=7946, prefix=lan.prefix(1))
+        # a neighbour on the same host listening to the LAN's mDNS (as avahi would): the
+        # host has then joined the mDNS group on eth0
+        neighbour = daemons("zneighbour", "-interval=1", shared, port=7950,
+                            prefix=lan.prefix(0))
+        local = daemons("zlocal", "-interval=1", "-verbose", port=7946, prefix=lan.prefix(0))
+        started(local)
+        wait_until(lambda: f"peer {lan.address(1)}:7946" in neighbour.log(), timeout=30,
+                   what="the neighbour to find the remote node by zeroconf")
+        started(remote)
+        time.sleep(3)
+        assert f"peers: peer {SUBNET}." not in local.log(), local.log()
+        assert local.alive()
+        assert f"peers: peer {lan.address(0)}:7946" not in remote.log()  # nor is it announced
