@@ -14,6 +14,8 @@
   generated into the state dir (``secret``) and shared by the daemons of one
   host; with the latter (``loopback_only``) the sync port listens on loopback,
   and only loopback peers are joined, learned or found by zeroconf.
+- A frame that claims to come from this node itself is refused: it is
+  another daemon given the same -node.
 """
 
 from __future__ import annotations
@@ -144,6 +146,12 @@ class Cluster:
                 envelope = self._receive(sock)
                 if envelope is None:
                     return
+                if envelope.sender == self.node:
+                    self._once.warning(f"self {address[0]}", (
+                        f"refused a frame from {address[0]} that claims to be this node "
+                        f"({self.node}): is another daemon running with the same -node? "
+                        "Give each node a name of its own"))
+                    return
                 self.members.learn(envelope.addr, envelope.sender, address[0])
                 reply = self._handle(envelope.message)
                 if reply is not None:
@@ -196,11 +204,22 @@ class Cluster:
         with self._connect(peer, timeout) as sock:
             return [self._request(sock, peer, message) for message in messages]
 
-    @staticmethod
-    def _connect(peer: Peer, timeout: float = constants.SYNC_TIMEOUT) -> socket.socket:
+    def _connect(self, peer: Peer, timeout: float = constants.SYNC_TIMEOUT) -> socket.socket:
         sock = socket.create_connection((peer.host, peer.port), timeout=constants.SYNC_TIMEOUT)
+        if self._is_self(sock):
+            sock.close()
+            raise SelfConnection()  # our own server would refuse our frames as its own
         sock.settimeout(timeout)
         return sock
+
+    def _is_self(self, sock: socket.socket) -> bool:
+        """The connection reached this node's own sync port."""
+        host, port = sock.getpeername()[:2]
+        if port != self.config.port:
+            return False
+        if self.config.bind in ("0.0.0.0", "::"):
+            return host == sock.getsockname()[0]  # an address of this host
+        return host == self.config.bind
 
     def _sync_with(self, peer: Peer) -> None:
         """One push-pull exchange, and the peer's peers."""

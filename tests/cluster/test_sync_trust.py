@@ -1,5 +1,5 @@
-"""The sync channel, attacked: another local user, a remote -join or peer, and work done
-before authentication (connection caps, frame deadline, memory)."""
+"""The sync channel, attacked: another local user, a remote -join, a frame that claims to be
+this node, and work done before authentication (connection caps, frame deadline, memory)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from puller import constants
 from puller.cluster.frames import encode
 
-from .conftest import definition
+from .conftest import definition, free_port_pair
 from .unprivileged import NOBODY, SYSTEM_PYTHON, Unprivileged
 from ..netns import SUBNET, Lan
 from ..testenv import wait_until
@@ -170,6 +170,37 @@ def test_without_an_explicit_secret_a_remote_join_is_refused_at_start(daemons, l
     near = daemons("near", *QUIET, "-join=127.0.0.1:7946", "-join=localhost:7946",
                    prefix=lan.prefix(0))
     started(near)
+
+
+# Frames that claim to be this node ----------------------------------------------------
+
+
+def test_a_frame_claiming_to_come_from_this_node_is_refused(daemons, images, cleanup, secret,
+                                                            tmp_path):
+    node = daemons("self", *QUIET, f"-secret-file={tmp_path / 'secret'}", "-bind=127.0.0.1")
+    started(node)
+    record = {"name": "mirror", "version": [int(time.time() * 1000), 0, node.node],
+              "text": definition("mirror", images.repo, node="^nowhere$", label=cleanup.label)}
+    for _ in range(2):
+        with connect(node.port) as sock:
+            sock.sendall(frame({"type": "push", "body": {"records": [record]}}, secret, node.node))
+            assert closed_at_once(sock, within=3)
+    time.sleep(1)
+    assert node.read("mirror") is None
+    log = node.log()
+    assert log.count(f"claims to be this node ({node.node})") == 1, log
+    assert node.alive() and answered(node.port, secret)
+
+
+def test_a_node_that_reaches_itself_under_another_name_drops_that_address_quietly(daemons):
+    port = free_port_pair()
+    node = daemons("itself", *QUIET, f"-join=localhost:{port}", port=port)
+    started(node)
+    wait_until(lambda: "peer localhost:" in node.log(), timeout=10, what="the seed")
+    time.sleep(3 * constants.SYNC_INTERVAL)
+    assert "claims to be this node" not in node.log()
+    assert "unreachable" not in node.log()
+    assert node.alive()
 
 
 # Bounded work before authentication ----------------------------------------------------
