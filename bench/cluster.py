@@ -203,8 +203,9 @@ def start_loopback(root: str, cleanup: Cleanup, daemons: list[Daemon]) -> list[D
         join = [f"-join=127.0.0.1:{nodes[0].port}"] if nodes else []
         node = Daemon(name, directory, free_port_pair(),
                       ["-zeroconf=false", "-interval=600", "-verbose",
-                       "-name-template={node}-{service}", cluster, f"-state-dir={os.path.join(root, f'loop-state-{i + 1}')}",
-                       *join],
+                       "-name-template={node}-{service}", cluster,
+                       # one state dir, as the play setup's default: one generated secret
+                       f"-state-dir={os.path.join(root, 'loop-state')}", *join],
                       os.path.join(root, f"loop-{i + 1}.log"))
         daemons.append(node)
         nodes.append(node.start())
@@ -213,7 +214,7 @@ def start_loopback(root: str, cleanup: Cleanup, daemons: list[Daemon]) -> list[D
 
 def start_lan(root: str, cleanup: Cleanup, lan: Lan, daemons: list[Daemon]) -> list[Daemon]:
     secret = os.path.join(root, "secret")
-    with open(secret, "w") as handle:
+    with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
         handle.write(f"bench-{uuid.uuid4().hex}\n")
     cluster = f"-cluster=bench-{uuid.uuid4().hex[:8]}"
     nodes = []

@@ -69,7 +69,8 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("-state-dir", "--state-dir", "state_dir", envvar="PULLER_STATE_DIR",
               default=constants.DEFAULT_STATE_DIR, show_default=True,
               type=click.Path(file_okay=False),
-              help="puller's own state: its docker config for Google registries.")
+              help="puller's own state: its docker config for Google registries, the history, "
+                   "the generated cluster secret.")
 @click.option("-join", "--join", "join", multiple=True, envvar="PULLER_JOIN",
               help="A peer to join, host[:port] (default port 7946); repeatable, or a comma list.")
 @click.option("-cluster", "--cluster", "cluster_name", default=constants.DEFAULT_CLUSTER,
@@ -77,13 +78,16 @@ def _setup_logging(verbose: bool) -> None:
               help="The cluster's name: clusters with other names on the same LAN stay apart.")
 @click.option("-secret-file", "--secret-file", "secret_file", envvar="PULLER_SECRET_FILE",
               type=click.Path(dir_okay=False), default=None,
-              help="File holding the cluster secret (or set PULLER_SECRET). Without a secret the "
-                   "sync port listens on loopback only.")
+              help="File holding the cluster secret, the same on every node (or set "
+                   "PULLER_SECRET). Without one, a secret is generated into -state-dir "
+                   "(cluster.secret, shared by the daemons of this host) and only loopback "
+                   "peers are talked to.")
 @click.option("-zeroconf", "--zeroconf", "zeroconf", default=True, show_default=True,
               envvar="PULLER_ZEROCONF", type=click.BOOL,
               help="Find peers on the LAN with mDNS (-zeroconf=false turns it off).")
 @click.option("-bind", "--bind", "bind", envvar="PULLER_BIND", default=None,
-              help="Address of the sync port [default: 0.0.0.0 with a secret, else 127.0.0.1].")
+              help="Address of the sync port [default: 0.0.0.0 with an explicit secret, else "
+                   "127.0.0.1].")
 @click.option("-name-template", "--name-template", "name_template", default="{service}",
               show_default=True, envvar="PULLER_NAME_TEMPLATE",
               help="Container names: {service} and {node}; {node}-{service} lets several nodes "
@@ -142,17 +146,25 @@ def _name_template(template: str) -> str:
 
 
 def _secret(path: str | None) -> bytes | None:
+    """The explicit cluster secret, or None: the daemon then uses a generated one."""
+    import logging
     import os
+    import stat
 
     if path:
         try:
             with open(path, "rb") as handle:
                 secret = handle.read().strip()
+                mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
         except OSError as exc:
             raise click.BadParameter(f"cannot read {path}: {exc.strerror}",
                                      param_hint="-secret-file") from None
         if not secret:
             raise click.BadParameter(f"{path} is empty", param_hint="-secret-file")
+        if mode & 0o077:
+            logging.getLogger("puller").warning(
+                "the cluster secret %s is readable by other users (mode %o), who can then make "
+                "every node run any container as root: chmod 600 it", path, mode)
         return secret
     value = os.environ.get("PULLER_SECRET", "").strip()
     return value.encode() if value else None

@@ -25,6 +25,7 @@ from watchdog.observers import Observer
 from . import constants
 from .cluster.backend import ClusterBackend
 from .cluster.lan import Cluster, ClusterConfig
+from .cluster.secret import generated_secret
 from .control.api import Api
 from .errors import DockerError, PullerError
 from .faults import Outage
@@ -52,10 +53,11 @@ class Config:
     api_addr: str | None = None  # default: 127.0.0.1, or every address with an API key
     name_template: str = "{service}"  # container names; {node}-{service} lets nodes share an engine
     cluster: str = constants.DEFAULT_CLUSTER
-    secret: bytes | None = None  # cluster secret; without it the sync port is loopback only
+    secret: bytes | None = None  # explicit cluster secret; without it one is generated into
+    # state_dir and shared by the daemons of this host: loopback peers only
     join: tuple[str, ...] = ()
     zeroconf: bool = True
-    bind: str | None = None  # sync address: default 0.0.0.0 with a secret, else 127.0.0.1
+    bind: str | None = None  # sync address: default 0.0.0.0 with an explicit secret, else 127.0.0.1
 
     def container_name(self, service: str) -> str:
         return self.name_template.format(service=service, node=self.node)
@@ -190,15 +192,14 @@ class Daemon(Reconciler):
         if self.cluster is not None:
             return
         config = self.config
-        bind = config.bind or ("0.0.0.0" if config.secret else "127.0.0.1")
-        if not config.secret and not _is_loopback(bind):
-            raise PullerError(f"refusing to sync on {bind} without a cluster secret: a definition "
-                              "is a docker run line run as root on every node; set -secret-file "
-                              "or PULLER_SECRET")
+        explicit = config.secret is not None
+        bind = config.bind or ("0.0.0.0" if explicit else "127.0.0.1")
+        secret = config.secret if explicit else generated_secret(config.state_dir)
         self.cluster = Cluster(
             ClusterConfig(node=config.node, directory=config.directory, port=config.port,
-                          bind=bind, cluster=config.cluster, secret=config.secret,
-                          join=config.join, zeroconf=config.zeroconf),
+                          bind=bind, cluster=config.cluster, secret=secret,
+                          loopback_only=not explicit, join=config.join,
+                          zeroconf=config.zeroconf),
             on_change=self.wake,
             handlers={"pull": self._peer_pull, "status": lambda body: self.status()},
         ).start()

@@ -10,7 +10,12 @@
 - Records received from peers are written atomically into the directory,
   where the daemon's watcher sees them like an edit.
 - Frames are signed under the cluster secret (``frames``) and travel over the
-  sync port (``server``).
+  sync port (``server``). There is always a secret: an explicit one, or one
+  generated into the state dir (``secret``) and shared by the daemons of one
+  host; with the latter (``loopback_only``) the sync port listens on loopback,
+  and only loopback peers are joined, learned or found by zeroconf.
+- A frame that claims to come from this node itself is refused: it is
+  another daemon given the same -node.
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import constants
+from ..errors import PullerError
 from ..faults import OnceLog
 from .backend import Handler
 from .dirsync import DirectorySync, wall_ms
 from .discovery import Discovery
-from .frames import FrameError, Receiver, encode
+from .frames import Envelope, FrameError, Receiver, encode
 from .gossip import Gossip, GossipError
-from .peers import Membership, Peer, SelfConnection, join_host_port
-from .server import SyncServer, read_frame
+from .peers import Membership, Peer, SelfConnection, is_loopback, join_host_port
+from .server import Budget, Busy, SyncServer, read_frame
 from .versions import Clock, Record, Store
 
 log = logging.getLogger(__name__)
@@ -43,9 +49,10 @@ class ClusterConfig:
     node: str
     directory: str
     port: int
-    bind: str  # the sync port's address: loopback unless a secret is set
+    bind: str  # the sync port's address: loopback unless the secret is explicit
     cluster: str  # the cluster's name: two clusters on one LAN stay apart
-    secret: bytes | None
+    secret: bytes  # explicit, or generated for the daemons of this host
+    loopback_only: bool = True  # the secret was generated: loopback peers only
     join: tuple[str, ...] = ()  # seeds, host[:port]
     zeroconf: bool = True
 
@@ -56,9 +63,16 @@ class Cluster:
 
     def __init__(self, config: ClusterConfig, on_change: Callable[[], None],
                  handlers: dict[str, Handler] | None = None):
+        if not config.secret:
+            raise PullerError("the cluster secret is empty")
+        if config.loopback_only and not is_loopback(config.bind):
+            raise PullerError(f"refusing to sync on {config.bind} without an explicit cluster "
+                              "secret: a definition is a docker run line run as root on every "
+                              "node; give every node the same -secret-file (or PULLER_SECRET), "
+                              "or leave -bind out")
         self.config = config
         self.node = config.node
-        self.secret = config.secret or b""
+        self.secret = config.secret
         self.on_change = on_change
         self.handlers = handlers or {}  # extra request types: "pull", "status"
         self.store = Store()
@@ -66,7 +80,8 @@ class Cluster:
         self.lock = self.dir.lock  # the merge lock: the store and the directory
         self.gossip = Gossip(self.store)
         self.receiver = Receiver(self.secret, config.cluster)
-        self.members = Membership(config.node, config.port, config.bind)
+        self.members = Membership(config.node, config.port, config.bind, config.loopback_only)
+        self._budget = Budget(constants.SYNC_MAX_BUFFERED)  # frames not yet verified
         self._once = OnceLog(log)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -104,15 +119,17 @@ class Cluster:
     def start(self) -> "Cluster":
         self.sync_dir()  # before listening: nothing to clean up if it fails
         self._server = SyncServer(self.config.bind, self.config.port, self._serve_connection)
-        if not self.config.secret:
-            log.warning("no cluster secret (-secret-file or PULLER_SECRET): the sync port "
-                        "listens on %s only, and no remote node can join", self.config.bind)
+        if self.config.loopback_only:
+            log.warning("no explicit cluster secret (-secret-file or PULLER_SECRET): the sync "
+                        "port listens on %s only, and only the daemons of this host sharing "
+                        "its state dir can join", self.config.bind)
         log.info("cluster %r: node %s syncing on %s:%s", self.config.cluster, self.node,
                  self.config.bind, self.config.port)
         self.sync_dir()
         self._server.start()
         self._spawn(self._anti_entropy, "puller-anti-entropy")
         if self.config.zeroconf:
+            # on the sync port's address: loopback alone without an explicit secret
             self._discovery = Discovery(self.node, self.config.cluster, self.config.port,
                                         self.config.bind, self.members.add).start()
         return self
@@ -123,21 +140,39 @@ class Cluster:
         self._threads.append(thread)
 
     def _serve_connection(self, sock: socket.socket, address: tuple) -> None:
-        sock.settimeout(constants.SYNC_TIMEOUT)
+        sock.settimeout(constants.SYNC_TIMEOUT)  # for each whole frame, not each read
         try:
             while not self._stop.is_set():
-                payload = read_frame(sock)
-                if payload is None:
+                envelope = self._receive(sock)
+                if envelope is None:
                     return
-                envelope = self.receiver.decode(payload, wall_ms())
+                if envelope.sender == self.node:
+                    self._once.warning(f"self {address[0]}", (
+                        f"refused a frame from {address[0]} that claims to be this node "
+                        f"({self.node}): is another daemon running with the same -node? "
+                        "Give each node a name of its own"))
+                    return
                 self.members.learn(envelope.addr, envelope.sender, address[0])
                 reply = self._handle(envelope.message)
                 if reply is not None:
                     sock.sendall(self._encode(reply, sock))
         except FrameError as exc:
             self._once.warning(f"frame {address[0]}", f"refused a frame from {address[0]}: {exc}")
+        except Busy as exc:
+            self._once.warning(f"busy {address[0]}",
+                               f"dropped a connection from {address[0]}: {exc}")
         except (OSError, GossipError, ValueError) as exc:
             log.debug("connection from %s dropped: %s", address[0], exc)
+
+    def _receive(self, sock: socket.socket) -> Envelope | None:
+        """The next frame, verified; its bytes count against the budget until then."""
+        payload = read_frame(sock, budget=self._budget)
+        if payload is None:
+            return None
+        try:
+            return self.receiver.decode(payload, wall_ms())
+        finally:
+            self._budget.give(len(payload))
 
     def _handle(self, message: dict) -> dict | None:
         kind = message.get("type")
@@ -173,11 +208,22 @@ class Cluster:
         with self._connect(peer, timeout) as sock:
             return [self._request(sock, peer, message) for message in messages]
 
-    @staticmethod
-    def _connect(peer: Peer, timeout: float = constants.SYNC_TIMEOUT) -> socket.socket:
+    def _connect(self, peer: Peer, timeout: float = constants.SYNC_TIMEOUT) -> socket.socket:
         sock = socket.create_connection((peer.host, peer.port), timeout=constants.SYNC_TIMEOUT)
+        if self._is_self(sock):
+            sock.close()
+            raise SelfConnection()  # our own server would refuse our frames as its own
         sock.settimeout(timeout)
         return sock
+
+    def _is_self(self, sock: socket.socket) -> bool:
+        """The connection reached this node's own sync port."""
+        host, port = sock.getpeername()[:2]
+        if port != self.config.port:
+            return False
+        if self.config.bind in ("0.0.0.0", "::"):
+            return host == sock.getsockname()[0]  # an address of this host
+        return host == self.config.bind
 
     def _sync_with(self, peer: Peer) -> None:
         """One push-pull exchange, and the peer's peers."""

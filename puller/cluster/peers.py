@@ -1,7 +1,9 @@
 """Membership: the peers this node knows, and whether they answer.
 
 Peers come from ``-join`` seeds, from zeroconf, from frames (the address a
-sender says it listens on) and from each other's peer lists. A peer's death is
+sender says it listens on) and from each other's peer lists. Without an
+explicit cluster secret (``loopback_only``) only loopback peers are taken,
+whichever the source, and a remote seed is refused. A peer's death is
 noticed by failed exchanges, not by mDNS, whose records outlive a killed
 process by minutes: after three failures in a row it is left out of pushes,
 broadcasts and peer lists, and tried again after a short backoff.
@@ -9,6 +11,7 @@ broadcasts and peer lists, and tried again after a short backoff.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -42,6 +45,14 @@ def parse_address(text: str, default_port: int = constants.DEFAULT_PORT) -> tupl
     if not 0 < number < 65536:
         raise PullerError(f"-join {text!r}: the port must be between 1 and 65535")
     return host, number
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.0/8``, ``::1`` or ``localhost``."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def join_host_port(host: str, port: int) -> str:
@@ -86,9 +97,10 @@ class Peer:
 class Membership:
     """The peer table; thread-safe, and never calls out while holding its lock."""
 
-    def __init__(self, node: str, port: int, bind: str):
+    def __init__(self, node: str, port: int, bind: str, loopback_only: bool = False):
         self.node = node
         self.port = port
+        self.loopback_only = loopback_only
         self.lock = threading.Lock()
         self.peers: dict[str, Peer] = {}
         # addresses that are this node itself (peers pass them around too)
@@ -98,6 +110,10 @@ class Membership:
     def add(self, host: str, port: int, node: str | None = None, seed: bool = False) -> None:
         key = join_host_port(host, port)
         if node == self.node or key in self.self_addrs:
+            return
+        if self.loopback_only and not is_loopback(host):
+            log.debug("ignored peer %s: without an explicit cluster secret, loopback peers only",
+                      key)
             return
         with self.lock:
             peer = self.peers.get(key)
@@ -109,6 +125,12 @@ class Membership:
 
     def add_seed(self, text: str) -> None:
         host, port = parse_address(text)
+        if self.loopback_only and not is_loopback(host):
+            raise PullerError(
+                f"refusing -join={text} without an explicit cluster secret: the generated one "
+                "is for the daemons of this host, which talk to loopback peers only; give "
+                "every node the same secret with -secret-file (or PULLER_SECRET) to join "
+                f"{host}")
         self.add(host, port, seed=True)
 
     def learn(self, addr: str, node: str | None = None, seen_from: str | None = None) -> None:

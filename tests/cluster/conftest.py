@@ -13,6 +13,7 @@ import pytest
 from ..testenv import free_port, wait_until
 
 HERE = os.path.dirname(__file__)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(HERE)))  # the checkout: its puller runs
 
 
 def pytest_collection_modifyitems(items):
@@ -48,14 +49,15 @@ class Daemon:
     args: list[str]
     log_path: str
     prefix: list[str] = field(default_factory=list)
+    python: str = sys.executable
     process: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "puller", "-d", f"-node={self.node}",
+            [*self.prefix, self.python, "-m", "puller", "-d", f"-node={self.node}",
              f"-dir={self.directory}", f"-port={self.port}", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(HERE) + "/..")
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
         return self
 
@@ -96,18 +98,25 @@ class Daemon:
 
 @pytest.fixture
 def daemons(tmp_path, cleanup):
-    """Factory of daemons; every one is stopped at teardown."""
+    """Factory of daemons; every one is stopped at teardown.
+
+    Each daemon has a state dir of its own, and so a generated cluster secret of
+    its own, unless ``state`` names one to share (the play setup: daemons of one
+    host share the default state dir, and so the secret) or the arguments pass
+    an explicit secret."""
     started: list[Daemon] = []
 
     def make(name: str, *args: str, port: int | None = None, prefix: list[str] | None = None,
-             directory: str | None = None) -> Daemon:
+             directory: str | None = None, state: str | None = None,
+             python: str = sys.executable) -> Daemon:
         node = f"{name}-{cleanup.run_id[:6]}"
         cleanup.nodes.append(node)
         directory = directory or str(tmp_path / f"dir-{name}")
         os.makedirs(directory, exist_ok=True)
+        state_dir = state or str(tmp_path / f"state-{name}")
         daemon = Daemon(node, directory, port or free_port_pair(),
-                        [f"-state-dir={tmp_path / ('state-' + name)}", *args],
-                        str(tmp_path / f"{name}.log"), prefix or [])
+                        [f"-state-dir={state_dir}", *args],
+                        str(tmp_path / f"{name}.log"), prefix or [], python)
         started.append(daemon)
         return daemon.start()
 

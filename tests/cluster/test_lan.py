@@ -24,6 +24,7 @@ def lan():
 def secret(tmp_path):
     path = tmp_path / "secret"
     path.write_text("a-secret-shared-by-the-cluster\n")
+    path.chmod(0o600)
     return str(path)
 
 

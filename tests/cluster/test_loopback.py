@@ -11,17 +11,26 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from .conftest import definition, wait_converged
 from ..testenv import inspect, wait_until
 
 PLAY = ("-zeroconf=false", "-interval=1", "-name-template={node}-{service}")
 
 
+@pytest.fixture
+def play_state(tmp_path) -> str:
+    """One state dir for the daemons of the play setup, as with the default
+    -state-dir on one host: they share its generated cluster secret."""
+    return str(tmp_path / "state")
+
+
 def test_play_setup_syncs_edits_and_deletions_and_deploys_on_the_matching_node(
-        daemons, images, cleanup):
-    first = daemons("xob-1", *PLAY)
-    second = daemons("xob-2", *PLAY, f"-join=127.0.0.1:{first.port}")
-    third = daemons("xob-3", *PLAY, f"-join=127.0.0.1:{first.port}")
+        daemons, images, cleanup, play_state):
+    first = daemons("xob-1", *PLAY, state=play_state)
+    second = daemons("xob-2", *PLAY, f"-join=127.0.0.1:{first.port}", state=play_state)
+    third = daemons("xob-3", *PLAY, f"-join=127.0.0.1:{first.port}", state=play_state)
     nodes = [first, second, third]
     text = definition("play", images.repo, node=f"^{second.node}$", label=cleanup.label)
     third.write("play", text)
@@ -61,10 +70,10 @@ def test_play_setup_syncs_edits_and_deletions_and_deploys_on_the_matching_node(
 
 
 def test_the_seed_dies_and_the_others_carry_on_then_it_comes_back_without_resurrecting(
-        daemons, images, cleanup):
-    seed = daemons("seed", *PLAY)
-    a = daemons("a", *PLAY, f"-join=127.0.0.1:{seed.port}")
-    b = daemons("b", *PLAY, f"-join=127.0.0.1:{seed.port}")
+        daemons, images, cleanup, play_state):
+    seed = daemons("seed", *PLAY, state=play_state)
+    a = daemons("a", *PLAY, f"-join=127.0.0.1:{seed.port}", state=play_state)
+    b = daemons("b", *PLAY, f"-join=127.0.0.1:{seed.port}", state=play_state)
     keep = definition("keep", images.repo, node="^nowhere$", label=cleanup.label)
     gone = definition("gone", images.repo, node="^nowhere$", label=cleanup.label)
     seed.write("keep", keep)
@@ -90,9 +99,9 @@ def test_the_seed_dies_and_the_others_carry_on_then_it_comes_back_without_resurr
     assert seed.read("gone") is None and a.read("gone") is None
 
 
-def test_concurrent_edits_end_the_same_everywhere(daemons, images, cleanup):
-    a = daemons("ca", *PLAY)
-    b = daemons("cb", *PLAY, f"-join=127.0.0.1:{a.port}")
+def test_concurrent_edits_end_the_same_everywhere(daemons, images, cleanup, play_state):
+    a = daemons("ca", *PLAY, state=play_state)
+    b = daemons("cb", *PLAY, f"-join=127.0.0.1:{a.port}", state=play_state)
     base = definition("both", images.repo, node="^nowhere$", label=cleanup.label)
     a.write("both", base)
     wait_converged([a, b], "both", base)
@@ -158,10 +167,10 @@ def _cluster(daemon) -> dict:
         return json.loads(response.read())
 
 
-def test_without_a_secret_the_sync_port_stays_on_loopback(daemons):
+def test_without_an_explicit_secret_the_sync_port_stays_on_loopback(daemons):
     open_wide = daemons("wide", "-zeroconf=false", "-bind=0.0.0.0")
     assert open_wide.process.wait(timeout=30) == 1
-    assert "refusing to sync on 0.0.0.0 without a cluster secret" in open_wide.log()
+    assert "refusing to sync on 0.0.0.0 without an explicit cluster secret" in open_wide.log()
     quiet = daemons("quiet", "-zeroconf=false")
     wait_until(lambda: "listens on 127.0.0.1 only" in quiet.log(), timeout=20,
                what="the start-up warning")
