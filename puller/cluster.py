@@ -35,7 +35,7 @@ from .errors import DefinitionError, PullerError
 from .frames import PROTOCOL_VERSION, FrameError, Receiver, encode, frame_length
 from .fsutil import write_atomically
 from .gossip import Gossip, GossipError
-from .versions import TOMBSTONE_GRACE_MS, Clock, Record, Store, Version
+from .versions import TOMBSTONE_GRACE_MS, Clock, FutureRecord, Record, Store, Version
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class Cluster:
                     return
                 envelope = self.receiver.decode(payload, wall_ms())
                 self._learn_peer(envelope.addr, envelope.sender, address[0])
-                reply = self._handle(envelope.message)
+                reply = self._handle(envelope.message, f"{envelope.sender} at {address[0]}")
                 if reply is not None:
                     sock.sendall(self._encode(reply, sock))
         except FrameError as exc:
@@ -330,20 +330,27 @@ class Cluster:
         except (OSError, GossipError, ValueError) as exc:
             log.debug("connection from %s dropped: %s", address[0], exc)
 
-    def _handle(self, message: dict) -> dict | None:
+    def _handle(self, message: dict, sender: str) -> dict | None:
         kind = message.get("type")
         if kind == "peers":
             return {"type": "peers-reply", "body": {"peers": self.live_peer_addrs()}}
         if kind in self.handlers:
             return {"type": f"{kind}-reply", "body": self.handlers[kind](message.get("body") or {})}
+        refused: list[FutureRecord] = []
         with self.lock:
-            reply, won = self.gossip.handle(message)
+            reply, won = self.gossip.handle(message, wall_ms(), refused)
             if won:
                 self._observe(won)
                 self._apply(won)
+        self._report_refused(refused, sender)
         if won:
             self.on_change()
         return reply
+
+    def _report_refused(self, refused: list[FutureRecord], sender: str) -> None:
+        for refusal in refused:
+            self._warn_once(f"future {refusal.record.name} from {sender}",
+                            f"{refusal} (sent by {sender})")
 
     def _observe(self, records: list[Record]) -> None:
         for record in records:
@@ -408,12 +415,14 @@ class Cluster:
                 with self.lock:
                     request = self.gossip.sync_request()
                 reply = self._request(sock, peer, request)
+                refused: list[FutureRecord] = []
                 with self.lock:
-                    answer, won = self.gossip.handle(reply) if reply.get("type") != "in-sync" \
-                        else (None, [])
+                    answer, won = self.gossip.handle(reply, wall_ms(), refused) \
+                        if reply.get("type") != "in-sync" else (None, [])
                     if won:
                         self._observe(won)
                         self._apply(won)
+                self._report_refused(refused, f"{peer.node or 'a peer'} at {peer.addr}")
                 if won:
                     self.on_change()
                 if answer is not None:
