@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout")
 REQUIRED = ("name", "bash", "repo")
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 
