@@ -215,6 +215,16 @@ def _call(ctx: click.Context, method: str, path: str, body=None):
         raise click.ClickException(str(exc)) from None
 
 
+def _service_path(name: str, *rest: str) -> str:
+    """The API path of service ``name``: a name the definitions would refuse is refused here."""
+    from .control.client import service_path
+
+    try:
+        return service_path(name, *rest)
+    except PullerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -227,7 +237,7 @@ def _echo_json(data) -> None:
 def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
     """Check NAME's image in the registry now, and deploy it if it moved."""
     if everywhere:
-        result = _call(ctx, "POST", f"/v1/services/{name}/pull-all")
+        result = _call(ctx, "POST", _service_path(name, "pull-all"))
         if as_json:
             return _echo_json(result)
         errors = []
@@ -243,7 +253,7 @@ def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool)
         if errors:
             raise click.ClickException("; ".join(errors))
         return
-    result = _call(ctx, "POST", f"/v1/services/{name}/pull")
+    result = _call(ctx, "POST", _service_path(name, "pull"))
     if as_json:
         _echo_json(result)
     else:
@@ -317,7 +327,7 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
 
     import yaml
 
-    from .control.client import DaemonUnreachable
+    from .control.client import DaemonUnreachable, service_path
 
     failed = []
     results = []
@@ -330,9 +340,9 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
             failed.append(f"{path}: {exc}")
             continue
         name = data.get("name") if isinstance(data, dict) else None
-        name = name or os.path.splitext(os.path.basename(path))[0]
+        name = str(name or os.path.splitext(os.path.basename(path))[0])
         try:
-            result = ctx.obj.client().call("PUT", f"/v1/services/{name}", raw=raw,
+            result = ctx.obj.client().call("PUT", service_path(name), raw=raw,
                                            content_type="application/yaml")
         except DaemonUnreachable as exc:
             raise click.ClickException(str(exc)) from None
@@ -355,7 +365,7 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
 @click.pass_context
 def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
     """Delete service NAME's definition (its containers are removed)."""
-    result = _call(ctx, "DELETE", f"/v1/services/{name}")
+    result = _call(ctx, "DELETE", _service_path(name))
     _echo_json(result) if as_json else click.echo(f"{name}: removed")
 
 
@@ -366,7 +376,7 @@ def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
     """Run tag TAG of NAME's image (and drop any digest pin)."""
-    result = _call(ctx, "POST", f"/v1/services/{name}/tag", {"tag": tag})
+    result = _call(ctx, "POST", _service_path(name, "tag"), {"tag": tag})
     _echo_json(result) if as_json else click.echo(f"{name}: now {result['service']['tag']}")
 
 
@@ -378,7 +388,7 @@ def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
 @click.pass_context
 def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: bool) -> None:
     """Make NAME's previous revision current again, pinned to the digest that ran then."""
-    result = _call(ctx, "POST", f"/v1/services/{name}/rollback", {"to": to} if to else None)
+    result = _call(ctx, "POST", _service_path(name, "rollback"), {"to": to} if to else None)
     if as_json:
         return _echo_json(result)
     service = result["service"]
@@ -392,7 +402,7 @@ def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: boo
 @click.pass_context
 def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
     """NAME's revisions on this node, newest last, with the digest each ran."""
-    result = _call(ctx, "GET", f"/v1/services/{name}/history")
+    result = _call(ctx, "GET", _service_path(name, "history"))
     if as_json:
         return _echo_json(result)
     _table([[_when(r["at"]), r["source"], r["node"], r["fields"]["tag"],

@@ -22,6 +22,9 @@ CREATE_BACKOFF_MIN = 5.0  # seconds before retrying a create that failed
 CREATE_BACKOFF_MAX = 600.0
 
 DEFINITION_SUFFIXES = (".yml", ".yaml")
+# A service name (a file name, a container name, a path segment of the API): checked by the
+# definitions and, before any request, by the client.
+SERVICE_NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z"
 
 LABEL_IMAGE = "io.puller.image"  # the image id the container was created from
 

@@ -24,7 +24,7 @@ import logging
 from typing import Any, Iterable
 
 from ..errors import PullerError
-from .versions import Record, Store, Version
+from .versions import FutureRecord, Record, Store, Version, too_far_ahead
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,15 @@ class Gossip:
 
     # --- messages in ------------------------------------------------------------------
 
-    def handle(self, message: Any) -> tuple[dict | None, list[Record]]:
+    def handle(self, message: Any, wall_ms: int | None = None,
+               refused: list[FutureRecord] | None = None) -> tuple[dict | None, list[Record]]:
         """Answer one message: ``(reply or None, records that won locally)``.
 
         The caller writes the records that won to disk (a tombstone deletes the
         file). ``GossipError`` if the message is malformed or of an unknown type.
+        Given this node's clock ``wall_ms``, records too far ahead of it are
+        refused (and not asked for): each refusal is added to ``refused`` for the
+        caller to report with the sender, or logged here without one.
         """
         if not isinstance(message, dict):
             raise GossipError(f"expected an object, not {type(message).__name__}")
@@ -98,19 +102,31 @@ class Gossip:
         if not isinstance(body, dict):
             raise GossipError("'body' must be an object", kind)
         if kind == PUSH:
-            won = self.store.merge_all(self._records(body, kind))
+            won = self._merge(self._records(body, kind), wall_ms, refused)
             return {"type": ACK, "body": {}}, won
         if kind == SYNC:
-            return self._answer_sync(body), []
+            return self._answer_sync(body, wall_ms), []
         if kind == SYNC_REPLY:
-            won = self.store.merge_all(self._records(body, kind))
+            won = self._merge(self._records(body, kind), wall_ms, refused)
             want = _field(body, "want", list, kind)
             return self._push_wanted(want), won
         if kind in (ACK, IN_SYNC):
             return None, []
         raise GossipError(f"unknown type {kind!r:.40}")
 
-    def _answer_sync(self, body: dict) -> dict:
+    def _merge(self, records: list[Record], wall_ms: int | None,
+               refused: list[FutureRecord] | None) -> list[Record]:
+        if wall_ms is None:
+            return self.store.merge_all(records)
+        won, refusals = self.store.merge_received(records, wall_ms)
+        for refusal in refusals:
+            if refused is not None:
+                refused.append(refusal)
+            else:
+                self._skip(refusal.record.name, str(refusal))
+        return won
+
+    def _answer_sync(self, body: dict, wall_ms: int | None = None) -> dict:
         digest = _field(body, "digest", str, SYNC)
         raw = _field(body, "summary", dict, SYNC)
         if digest == self.store.digest():
@@ -124,6 +140,10 @@ class Gossip:
         newer = self.store.newer_than(theirs)
         want = []
         for name in self.store.wanted_from(theirs):
+            if wall_ms is not None and too_far_ahead(theirs[name], wall_ms):
+                self._skip(name, f"not asked for: its version {theirs[name]} is too far ahead "
+                           "of this node's clock")
+                continue
             try:
                 Record(name, theirs[name], None)  # would a record of that name be acceptable?
             except ValueError as exc:

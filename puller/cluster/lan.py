@@ -39,7 +39,7 @@ from .frames import Envelope, FrameError, Receiver, encode
 from .gossip import Gossip, GossipError
 from .peers import Membership, Peer, SelfConnection, is_loopback, join_host_port
 from .server import Budget, Busy, SyncServer, read_frame
-from .versions import Clock, Record, Store
+from .versions import Clock, FutureRecord, Record, Store
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Cluster:
         self.members = Membership(config.node, config.port, config.bind, config.loopback_only)
         self._budget = Budget(constants.SYNC_MAX_BUFFERED)  # frames not yet verified
         self._once = OnceLog(log)
+        self._refused: dict[str, str] = {}  # name → a peer's record refused, and why
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: SyncServer | None = None
@@ -104,12 +105,21 @@ class Cluster:
             self._push_all(changed)
         return changed
 
-    def _merge_reply(self, message: dict) -> dict | None:
-        """Handle a gossip message: records that won are written; the answer, if any."""
+    def _merge_reply(self, message: dict, sender: str) -> dict | None:
+        """Handle a gossip message: records that won are written; the answer, if
+        any. Records refused (too far in the future) are never silent: logged
+        once with their sender, and shown by ``problems()``."""
+        refused: list[FutureRecord] = []
         with self.lock:
-            answer, won = self.gossip.handle(message)
+            answer, won = self.gossip.handle(message, wall_ms(), refused)
             if won:
                 self.dir.apply(won)
+                for record in won:
+                    self._refused.pop(record.name, None)
+            for refusal in refused:
+                message_text = f"{refusal} (sent by {sender})"
+                self._refused[refusal.record.name] = message_text
+                self._once.warning(f"future {refusal.record.name} from {sender}", message_text)
         if won:
             self.on_change()
         return answer
@@ -153,7 +163,7 @@ class Cluster:
                         "Give each node a name of its own"))
                     return
                 self.members.learn(envelope.addr, envelope.sender, address[0])
-                reply = self._handle(envelope.message)
+                reply = self._handle(envelope.message, f"{envelope.sender} at {address[0]}")
                 if reply is not None:
                     sock.sendall(self._encode(reply, sock))
         except FrameError as exc:
@@ -174,13 +184,13 @@ class Cluster:
         finally:
             self._budget.give(len(payload))
 
-    def _handle(self, message: dict) -> dict | None:
+    def _handle(self, message: dict, sender: str = "a peer") -> dict | None:
         kind = message.get("type")
         if kind == "peers":
             return {"type": "peers-reply", "body": {"peers": self.members.live_addrs()}}
         if kind in self.handlers:
             return {"type": f"{kind}-reply", "body": self.handlers[kind](message.get("body") or {})}
-        return self._merge_reply(message)
+        return self._merge_reply(message, sender)
 
     def _encode(self, message: dict, sock: socket.socket) -> bytes:
         local = sock.getsockname()[0]
@@ -198,7 +208,7 @@ class Cluster:
 
     def problems(self) -> dict[str, str]:
         with self.lock:
-            return dict(self.dir.conflicts)
+            return {**self._refused, **self.dir.conflicts}
 
     # Client --------------------------------------------------------------------------
 
@@ -232,7 +242,8 @@ class Cluster:
                 with self.lock:
                     request = self.gossip.sync_request()
                 reply = self._request(sock, peer, request)
-                answer = self._merge_reply(reply) if reply.get("type") != "in-sync" else None
+                answer = (self._merge_reply(reply, f"{peer.node or 'a peer'} at {peer.addr}")
+                          if reply.get("type") != "in-sync" else None)
                 if answer is not None:
                     self._request(sock, peer, answer)
                 peers = self._request(sock, peer, {"type": "peers", "body": {}})

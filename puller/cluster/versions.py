@@ -7,6 +7,11 @@ back, and the origin node that breaks the remaining ties. The order is total,
 so "highest version wins" picks the same record on every node whatever order
 the records arrive in.
 
+Peers are trusted for definitions, not for time: a peer's record whose wall
+is more than ``MAX_DRIFT_MS`` ahead of this node's clock is refused
+(:meth:`Store.merge_received`), or a broken clock, or a forged
+``2**63-1`` tombstone, would win over every later edit of that name for good.
+
 A deleted definition is a tombstone (a :class:`Record` whose ``text`` is
 ``None``): it beats every older version, so a node that was away cannot
 resurrect a deleted service, and it is forgotten only after
@@ -23,9 +28,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
+from ..errors import PullerError
 from ..node.definitions import NAME_RE
 
-MAX_DRIFT_MS = 60_000  # a remote clock further ahead than this does not move ours
+MAX_DRIFT_MS = 60_000  # a peer's version further ahead than this is refused
 TOMBSTONE_GRACE_MS = 7 * 24 * 3600 * 1000  # a tombstone is forgotten after this long
 MAX_NODE = 255  # characters of a node name
 MAX_NAME = 200  # characters of a service name (it becomes a file name)
@@ -76,6 +82,11 @@ class Version:
         return f"{self.wall}.{self.counter}@{self.node}"
 
 
+def too_far_ahead(version: Version, wall_ms: int) -> bool:
+    """True if ``version`` is more than ``MAX_DRIFT_MS`` ahead of the wall clock ``wall_ms``."""
+    return version.wall > wall_ms + MAX_DRIFT_MS
+
+
 class Clock:
     """A node's hybrid logical clock: monotonic even when the wall clock goes back.
 
@@ -108,10 +119,10 @@ class Clock:
         """Merge a received timestamp, unless its wall is beyond ``wall_ms + MAX_DRIFT_MS``.
 
         A clock that far ahead is someone's broken clock: it must not drag every
-        node's versions into the future. The record itself is still accepted by
-        the store; only this clock ignores it.
+        node's versions into the future (and the store refuses a peer's record
+        that far ahead: :meth:`Store.merge_received`).
         """
-        if remote.wall > wall_ms + MAX_DRIFT_MS:
+        if too_far_ahead(remote, wall_ms):
             return
         if (remote.wall, remote.counter) > (self._wall, self._counter):
             self._wall, self._counter = remote.wall, remote.counter
@@ -162,6 +173,19 @@ class Record:
         return cls(data["name"], Version.from_json(data["version"]), data["text"])
 
 
+class FutureRecord(PullerError):
+    """A peer's record refused because its version is too far ahead of this node's clock."""
+
+    def __init__(self, record: Record, wall_ms: int):
+        self.record = record
+        self.wall_ms = wall_ms
+        ahead = (record.version.wall - wall_ms) / 1000
+        super().__init__(
+            f"refused {record.name} at version {record.version}: it is {ahead:.0f} s ahead of "
+            f"this node's clock, more than the {MAX_DRIFT_MS // 1000} s allowed; check the clock "
+            f"of node {record.version.node} (and this one's)")
+
+
 def _key(record: Record) -> tuple:
     """Merge order: the version; an impossible tie (same version, other text) is
     broken by the text, so that merging stays commutative even then."""
@@ -187,8 +211,14 @@ class Store:
     def get(self, name: str) -> Record | None:
         return self._records.get(name)
 
-    def merge(self, record: Record) -> bool:
-        """Keep ``record`` if it is newer than ours; True if the store changed."""
+    def merge(self, record: Record, wall_ms: int | None = None) -> bool:
+        """Keep ``record`` if it is newer than ours; True if the store changed.
+
+        Given this node's clock ``wall_ms`` (for a peer's record), a record too
+        far ahead of it raises :class:`FutureRecord` and changes nothing.
+        """
+        if wall_ms is not None and too_far_ahead(record.version, wall_ms):
+            raise FutureRecord(record, wall_ms)
         current = self._records.get(record.name)
         if current is not None and _key(record) <= _key(current):
             return False
@@ -203,6 +233,20 @@ class Store:
             if self.merge(record):
                 won[record.name] = record
         return list(won.values())
+
+    def merge_received(self, records: Iterable[Record],
+                       wall_ms: int) -> tuple[list[Record], list[FutureRecord]]:
+        """Merge a peer's records, given this node's clock ``wall_ms``: ``(the records
+        now in force that changed the store, the refusals of those too far ahead)``."""
+        won: dict[str, Record] = {}
+        refused = []
+        for record in records:
+            try:
+                if self.merge(record, wall_ms):
+                    won[record.name] = record
+            except FutureRecord as refusal:
+                refused.append(refusal)
+        return list(won.values()), refused
 
     def digest(self) -> str:
         """sha256 hex of the sorted (name, version) pairs: equal iff the summaries are."""

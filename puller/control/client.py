@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from typing import Any
+from urllib.parse import quote
 
+from .. import constants
 from ..errors import PullerError
+
+_NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)  # the rule of the definitions
+_NOT_IN_URL = re.compile(r"[^\x21-\x7e]")  # a request line is printable ASCII, split by spaces
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # CR, LF and the other control characters
 
 
 class DaemonUnreachable(PullerError):
@@ -23,6 +30,30 @@ class ApiError(PullerError):
                          f"{message} (set PULLER_APIKEY or -apikey to the daemon's key)")
 
 
+class InvalidServiceName(PullerError):
+    def __init__(self, name: Any):
+        self.name = name
+        super().__init__(f"{name!r:.120} is not a valid service name (letters, digits, '_', '.', "
+                         "'-', starting with a letter or digit); nothing was sent to the daemon")
+
+
+class UnsafeRequest(PullerError):
+    def __init__(self, what: str, value: str):
+        self.what = what
+        self.value = value
+        super().__init__(f"refused to send a request whose {what} ({value!r:.120}) holds a line "
+                         "break or another character a request line or header cannot carry: it "
+                         "could smuggle a second request to the daemon")
+
+
+def service_path(name: Any, *rest: str) -> str:
+    """``/v1/services/<name>[/<rest>...]``: the name checked by the rule of the
+    definitions, every segment percent-encoded. ``InvalidServiceName`` otherwise."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidServiceName(name)
+    return "/v1/services/" + "/".join(quote(segment, safe="") for segment in (name, *rest))
+
+
 class Client:
     def __init__(self, base_url: str, apikey: str | None = None, timeout: float = 330.0):
         self.base_url = base_url.rstrip("/")
@@ -37,6 +68,13 @@ class Client:
             headers["Content-Type"] = content_type
         if self.apikey:
             headers["Authorization"] = f"Bearer {self.apikey}"
+        # Whatever built them, no CR/LF reaches the request line or a header.
+        for what, value in (("method", method), ("path", path), ("API URL", self.base_url)):
+            if _NOT_IN_URL.search(value):
+                raise UnsafeRequest(what, value)
+        for key, value in headers.items():
+            if _CONTROL.search(value):
+                raise UnsafeRequest(f"{key} header", value)
         url = self.base_url + path
         try:
             if url.startswith("http://"):

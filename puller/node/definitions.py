@@ -9,6 +9,7 @@ valid definition is never removed. Reading a whole directory is
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+import re2
 import yaml
 
 from .. import constants
@@ -30,10 +32,30 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout")
 REQUIRED = ("name", "bash", "repo")
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 DEFINITION_MODE = 0o600  # a run line may carry secrets: files puller creates are private
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # refused patterns are reported as DefinitionErrors instead
+
+
+@functools.lru_cache(maxsize=256)
+def node_pattern(pattern: str) -> Any:
+    """The ``node:`` pattern compiled by RE2, whose search is linear in the node
+    name (Python's ``re`` backtracks: ``^(.+)+z`` took seconds on 26 characters).
+
+    Raises ``re2.error`` for a pattern RE2 cannot run (backreferences,
+    lookaround), ``UnicodeError`` for one that is not valid text.
+    """
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def _why(exc: Exception) -> str:
+    """An error's message as text (RE2's is bytes)."""
+    reason = exc.args[0] if isinstance(exc, re2.error) and exc.args else None
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(exc)
 
 
 @dataclass(frozen=True)
@@ -60,7 +82,7 @@ class Service:
 
     def matches(self, node_name: str) -> bool:
         """The ``node`` regexp is *searched* in the node name; empty matches all."""
-        return re.search(self.node, node_name) is not None
+        return node_pattern(self.node).search(node_name) is not None
 
 
 def _lines_of(node: yaml.MappingNode) -> dict[str, int]:
@@ -230,10 +252,11 @@ class _Fields:
             return ""
         node = self.text("node")
         try:
-            re.compile(node)
-        except re.error as exc:
-            raise self.fail("node", f"node {node!r} is not a valid regular expression: {exc}"
-                            ) from None
+            node_pattern(node)
+        except (re2.error, UnicodeError) as exc:
+            raise self.fail("node", f"node {node!r} is not a valid regular expression for RE2, "
+                                    "which runs node patterns in linear time (no backreferences, "
+                                    f"no lookaround): {_why(exc)}") from None
         return node
 
     def digest(self) -> str | None:

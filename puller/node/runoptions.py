@@ -133,11 +133,11 @@ def _parse_short(words: list[str], i: int, word: str) -> tuple[_Group, int]:
         if flag is None:
             raise RunLineError(_unknown(f"-{body[j]}", word), word)
         spelling = f"-{body[j]}"
-        rest = body[j + 1 :]
-        if rest.startswith("="):
-            options.append(_Option(flag, rest[1:], spelling))
+        if body.startswith("=", j + 1):
+            options.append(_Option(flag, body[j + 2 :], spelling))
             break
         if flag.takes_value:
+            rest = body[j + 1 :]  # once: the chain ends here
             if rest:
                 value = rest
             elif i + 1 < len(words):
@@ -193,17 +193,17 @@ def apply_policy(groups: list[_Group], name: str) -> list[str]:
     kept: list[str] = []
     for group in groups:
         drop = False
+        shown = " ".join(group.written)  # once per group: a chain may hold many options
         for option in group.options:
-            drop = _check_option(option, group, name) or drop
+            drop = _check_option(option, shown, name) or drop
         if not drop:
             kept.extend(group.tokens)
     return kept
 
 
-def _check_option(option: _Option, group: _Group, name: str) -> bool:
-    """Raise for an option puller refuses; return True if it must be dropped."""
+def _check_option(option: _Option, shown: str, name: str) -> bool:
+    """Raise for an option puller refuses (``shown`` as written); return True to drop it."""
     long = option.flag.long
-    shown = " ".join(group.written)
     if long == "rm" and _is_true(option):
         raise RunLineError(
             f"`{shown}` is not allowed: puller owns the container's life and keeps it "

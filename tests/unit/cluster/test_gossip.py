@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from puller.errors import PullerError
 from puller.cluster.gossip import Gossip, GossipError
-from puller.cluster.versions import MAX_TEXT, Record, Store, Version
+from puller.cluster.versions import MAX_DRIFT_MS, MAX_INT, MAX_TEXT, Record, Store, Version
 
 T = 1_700_000_000_000
 PROPERTY = settings(max_examples=60, deadline=None, database=None)
@@ -194,6 +194,48 @@ def test_bad_summary_entries_are_ignored():
     reply, _ = a.handle(message)
     assert reply["body"]["want"] == ["db"]
     assert [r["name"] for r in reply["body"]["records"]] == ["web"]
+
+
+# --- records from the future ----------------------------------------------------------
+
+FORGED = Record("web", Version(MAX_INT, MAX_INT, "evil"), None)  # it once deleted web for good
+
+
+@pytest.mark.parametrize("kind", ["push", "sync-reply"])
+def test_a_peer_record_from_the_future_is_refused_and_reported(kind):
+    gossip = Gossip(Store([rec()]))
+    body = {"records": [FORGED.to_json(), rec("db").to_json()], "want": []}
+    refused = []
+    _, won = gossip.handle(wire({"type": kind, "body": body}), T, refused)
+    assert won == [rec("db")]
+    assert [refusal.record for refusal in refused] == [FORGED]
+    assert "web" in str(refused[0]) and "evil" in str(refused[0])
+    assert gossip.store.get("web") == rec()
+
+
+def test_without_a_list_for_them_refusals_are_logged(caplog):
+    gossip = Gossip(Store([rec()]))
+    with caplog.at_level(logging.WARNING, logger="puller.cluster.gossip"):
+        _, won = gossip.handle(wire(gossip.push([FORGED])), T)
+    assert won == [] and gossip.store.get("web") == rec()
+    assert any("refused web" in r.getMessage() for r in caplog.records)
+
+
+def test_a_version_from_the_future_is_not_asked_for():
+    gossip = Gossip(Store())
+    summary = {"web": FORGED.version.to_json(), "db": [T + MAX_DRIFT_MS, 0, "b"]}
+    reply, _ = gossip.handle({"type": "sync", "body": {"digest": "x", "summary": summary}}, T)
+    assert reply["body"]["want"] == ["db"]
+
+
+def test_an_exchange_converges_on_what_is_within_the_drift():
+    a = Gossip(Store([rec("x", counter=1), FORGED]))
+    b = Gossip(Store([rec(), rec("x", counter=2, node="b")]))
+    reply, _ = b.handle(wire(a.sync_request()), T)
+    assert reply["body"]["want"] == []  # not web: its version is from the future
+    push, won = a.handle(wire(reply), T)
+    assert push is None and won == [rec("x", counter=2, node="b")]
+    assert b.store.get("web") == rec()
 
 
 # --- properties and a small cluster ----------------------------------------------------

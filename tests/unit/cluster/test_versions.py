@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from puller.cluster.versions import (MAX_DRIFT_MS, MAX_TEXT, TOMBSTONE_GRACE_MS, Clock, Record, Store,
-                             Version)
+from puller.cluster.versions import (MAX_DRIFT_MS, MAX_INT, MAX_TEXT, TOMBSTONE_GRACE_MS, Clock,
+                                     FutureRecord, Record, Store, Version)
+from puller.errors import PullerError
 
 T = 1_700_000_000_000  # a wall clock in ms
 PROPERTY = settings(max_examples=60, deadline=None, database=None)
@@ -249,6 +250,45 @@ def test_expire_tombstones_after_the_grace_period():
     assert store.live() == {"alive": alive}
 
 
+# --- peers are trusted for definitions, not for time ----------------------------------
+
+
+def test_a_peer_record_too_far_ahead_is_refused_with_its_name_and_origin():
+    store = Store([rec()])
+    future = rec(wall=T + MAX_DRIFT_MS + 1, node="broken", text="name: web\nother\n")
+    with pytest.raises(FutureRecord) as caught:
+        store.merge(future, T)
+    assert isinstance(caught.value, PullerError) and caught.value.record == future
+    message = str(caught.value)
+    assert "web" in message and "broken" in message and "60 s" in message
+    assert store.get("web") == rec()
+
+
+def test_the_drift_allowance_is_inclusive_and_only_checked_given_a_clock():
+    store = Store()
+    assert store.merge(rec(wall=T + MAX_DRIFT_MS), T)
+    assert store.merge(rec(wall=T + MAX_DRIFT_MS + 1), None)  # a local record: not checked
+
+
+def test_a_forged_max_tombstone_neither_deletes_nor_blocks_the_name():
+    # A 2**63-1 tombstone once deleted the file and beat every later edit of the name.
+    store = Store([rec()])
+    forged = Record("web", Version(MAX_INT, MAX_INT, "evil"), None)
+    edit = rec(wall=T + 1, node="b", text="name: web\nnew\n")
+    won, refused = store.merge_received([forged, edit, rec("db")], T)
+    assert won == [edit, rec("db")]
+    assert [refusal.record for refusal in refused] == [forged]
+    assert store.get("web") == edit and not store.get("web").deleted
+
+
+def test_a_record_refused_today_is_taken_once_the_clock_catches_up():
+    store = Store()
+    early = rec(wall=T + 2 * MAX_DRIFT_MS)
+    won, refused = store.merge_received([early], T)
+    assert won == [] and len(refused) == 1 and len(store) == 0
+    assert store.merge_received([early], T + MAX_DRIFT_MS) == ([early], [])
+
+
 # --- properties of the merge -----------------------------------------------------------
 
 versions = st.builds(Version, st.integers(0, 4), st.integers(0, 2), st.sampled_from(["n1", "n2", "n3"]))
@@ -304,3 +344,24 @@ def test_a_tombstone_against_another_version(record, version):
 def test_digests_are_equal_exactly_when_summaries_are(a, b):
     sa, sb = Store(a), Store(b)
     assert (sa.digest() == sb.digest()) == (sa.summary() == sb.summary())
+
+
+walls = st.one_of(st.integers(T - 3, T + 3), st.integers(T + MAX_DRIFT_MS - 2, T + MAX_DRIFT_MS + 2),
+                  st.just(MAX_INT))  # now, the edge of the drift allowance, the far future
+drifting = st.builds(Record, st.sampled_from(["a", "b", "c"]),
+                     st.builds(Version, walls, st.integers(0, 2), st.sampled_from(["n1", "n2", "n3"])),
+                     st.sampled_from([None, "x", "y"]))
+
+
+@PROPERTY
+@given(st.lists(drifting, max_size=12), st.randoms(use_true_random=False))
+def test_peers_records_within_the_drift_converge_and_the_others_are_refused(items, rng):
+    within = [r for r in items if r.version.wall <= T + MAX_DRIFT_MS]
+    beyond = [r for r in items if r.version.wall > T + MAX_DRIFT_MS]
+    delivered = items * 2
+    rng.shuffle(delivered)
+    store = Store()
+    won, refused = store.merge_received(delivered, T)
+    assert state(store) == state(Store(within))  # the same join as without a clock
+    assert sorted(r.record.version for r in refused) == sorted(r.version for r in beyond * 2)
+    assert all(won_record in within for won_record in won)

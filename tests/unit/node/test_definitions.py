@@ -40,11 +40,36 @@ def test_the_seed_definition_is_valid():
     ("box-*", "xob-2", False),
     ("^box-[0-9]+$", "box-12", True),
     ("^box-[0-9]+$", "box-12a", False),
+    ("box", "my-box-1", True),  # anywhere in the name, not only at its start
+    ("(?i)^BOX-", "box-1", True),
     ("", "anything", True),
 ])
 def test_node_regexp_is_searched_in_the_node_name(node, name, matches):
     service = parse_definition(GOOD.replace("node: box-*", f"node: '{node}'"), "cassa.yml")
     assert service.matches(name) is matches
+
+
+@pytest.mark.parametrize("node,fragment", [
+    (r"'(box)-\1'", r"invalid escape sequence: \1"),  # a backreference
+    ("box(?=-)", "invalid perl operator: (?="),  # lookahead
+    ('"\\ud800"', "surrogates not allowed"),  # not valid text
+])
+def test_a_node_pattern_re2_cannot_run_names_file_line_and_why(node, fragment):
+    text = f"name: web\nbash: docker run nginx\nrepo: nginx\nnode: {node}\n"
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(text, "defs/web.yml")
+    message = str(caught.value)
+    assert caught.value.line == 4 and message.startswith("defs/web.yml:4: node ")
+    assert "RE2" in message and fragment in message
+
+
+def test_a_catastrophic_node_pattern_cannot_hang_the_loop():
+    # Python's re backtracks: ^(.+)+z took 2.5 s on 26 characters, doubling with each one.
+    service = parse_definition(GOOD.replace("node: box-*", "node: '^(.+)+z'"), "cassa.yml")
+    start = time.monotonic()
+    assert not service.matches("a" * 26)
+    assert service.matches("a" * 26 + "z")
+    assert time.monotonic() - start < 0.5
 
 
 def test_missing_tag_and_node_default_to_latest_and_every_node():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import shlex
 import shutil
 import subprocess
+import time
 
 import pytest
 from hypothesis import assume, given, settings
@@ -394,3 +396,51 @@ def test_round_trip(options, image, args):
     line = shlex.join(["docker", "run", *opts, image, *args])
     run = parse_run_line(line, repo="nginx", name="web")
     assert run == RunLine(tuple(opts), image, tuple(args))
+
+
+# A long line must cost time in proportion to its length: the scan once sliced,
+# stripped or copied what came before at every character (a 1 MB line took
+# 28 s). Each shape below was quadratic in its own way; n is where that showed.
+_LONG_LINES = {
+    "long-word": (20_000, lambda n: "docker run busybox echo a'b'\\c" + "d" * n),
+    "tildes-in-a-word": (10_000, lambda n: "docker run busybox echo A=b" + "~" * n),
+    "trailing-line-breaks": (2_000, lambda n: "docker run busybox echo" + "\n" * n),
+    "continuations-after-dollar": (
+        10_000, lambda n: "docker run busybox echo $" + "\\\n" * (n // 2) + "1"),
+    "flag-chain": (20_000, lambda n: "docker run -" + "d" * n + " busybox"),
+}
+
+
+def _cpu_seconds(line: str, runs: int) -> float:
+    """The least CPU time of ``runs`` parses of ``line`` (fewer once one is slow)."""
+    best = float("inf")
+    for _ in range(runs):
+        gc.disable()
+        start = time.process_time()
+        try:
+            parse_run_line(line, repo="busybox", name="x")
+        except RunLineError:
+            pass
+        finally:
+            elapsed = time.process_time() - start
+            gc.enable()
+        best = min(best, elapsed)
+        if elapsed > 1.0:
+            break
+    return best
+
+
+@pytest.mark.parametrize("shape", _LONG_LINES)
+def test_a_long_line_is_scanned_in_linear_time(shape):
+    # 16x the text takes about 16x the time when linear, up to 256x when
+    # quadratic. Python-level step counts cannot see what was quadratic (C-level
+    # slices, strips and concatenations), so this compares CPU times; they are
+    # noisy on a busy machine, so the bound sits far from 16 and a pass in any
+    # of three tries is enough. (Measured: 10x to 26x now, 54x to 370x before.)
+    n, make = _LONG_LINES[shape]
+    ratios = []
+    for _ in range(3):
+        ratios.append(_cpu_seconds(make(16 * n), 2) / max(_cpu_seconds(make(n), 5), 1e-6))
+        if ratios[-1] < 40:
+            return
+    pytest.fail(f"16x the line took {min(ratios):.0f}x the time (tries: {ratios})")
