@@ -426,9 +426,21 @@ def write_definition(directory: str, fields: dict[str, Any]) -> Service:
                               f"name {name!r} is not a valid service name")
     path = definition_path(directory, name)
     text = render_definition(fields)
+    if len(text.encode()) > constants.MAX_DEFINITION_BYTES:
+        raise DefinitionError(path, f"the definition is over {constants.MAX_DEFINITION_BYTES} "
+                                    "bytes, the most a file may hold")
     service = parse_definition(text, path)
-    write_atomically(path, text)
+    write_atomically(path, text, mode=_private_mode(path))
     return service
+
+
+def _private_mode(path: str) -> int:
+    """0600 for a new file; an existing file keeps its owner's and group's bits,
+    never others' (a run line carries secrets and is run as root)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o770
+    except FileNotFoundError:
+        return 0o600
 
 
 def remove_definition(directory: str, name: str) -> list[str]:
