@@ -1,15 +1,17 @@
 """The HTTP API on port+1: JSON in and out, errors as JSON with a message.
 
-Bound to 127.0.0.1 unless an API key is set; with a key, every endpoint but
-``GET /v1/health`` wants ``Authorization: Bearer <key>`` (compared in
-constant time). Request bodies are size-capped.
+There is always a key: every endpoint but ``GET /v1/health`` wants
+``Authorization: Bearer <key>``. Host, Origin, Content-Type and the key are
+checked (``guard``) before a body is read; bodies are size-capped, a
+definition as a file is. Served over TLS when given a context. The log
+never shows a query string (a webhook's ``?key=``).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import re
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -23,8 +25,9 @@ from ..images.hooks import HookError, Push, parse_notification
 from ..node.definitions import Scan
 from ..node.history import History
 from ..node.report import PassReport, service_result
-from . import services as _definition_endpoints  # noqa: F401  (registers their routes)
-from .routing import ROUTES, ApiProblem, Request, route
+from .guard import Guard, own_names
+from .routing import ApiProblem, Request, Route, find, route
+from .services import list_services  # noqa: F401  (importing it registers the definition routes)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,9 @@ class NodeControl(Protocol):
 class Api:
     """Serves the daemon's API in a thread; ``close()`` is idempotent."""
 
-    def __init__(self, node: NodeControl, host: str, port: int, apikey: str | None = None):
+    def __init__(self, node: NodeControl, host: str, port: int, apikey: str,
+                 hook_key: str | None = None, hosts: Iterable[str] = (), tls=None):
         self.node = node
-        self.apikey = apikey
         self.write_lock = threading.RLock()  # one definition write (or bulk PUT) at a time
         api = self
 
@@ -70,15 +73,19 @@ class Api:
 
         self.server = ThreadingHTTPServer((host, port), _Handler)
         self.server.daemon_threads = True
+        if tls is not None:  # the handshake runs in the connection's thread, under its timeout
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
         self.address = self.server.server_address
+        self.scheme = "https" if tls is not None else "http"
+        self.guard = Guard(apikey, self.address[1], hook_key, own_names(hosts), tls is not None)
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Api":
         self._thread = threading.Thread(target=self.server.serve_forever, name="puller-api",
                                         daemon=True)
         self._thread.start()
-        log.info("HTTP API on http://%s:%s%s", self.address[0], self.address[1],
-                 "" if self.apikey else " (no API key: loopback only)")
+        log.info("HTTP API on %s://%s:%s", self.scheme, self.address[0], self.address[1])
         return self
 
     def close(self) -> None:
@@ -94,38 +101,25 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def authorized(self, header: str | None) -> bool:
-        if not self.apikey:
-            return True
-        scheme, _, token = (header or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), self.apikey.encode())
-
-    def key_in_query(self, query: str) -> bool:
-        """Webhook senders that cannot set a header (Docker Hub) may pass ?key=."""
-        import urllib.parse
-
-        keys = urllib.parse.parse_qs(query).get("key", [])
-        return bool(self.apikey) and any(
-            hmac.compare_digest(key.encode(), self.apikey.encode()) for key in keys)
-
-    def dispatch(self, request: Request) -> tuple[int, Any]:
-        allowed = []
-        for method, regex, handler, public in ROUTES:
-            match = regex.match(request.path)
-            if not match:
-                continue
-            allowed.append(method)
-            if method != request.method:
-                continue
-            if not public and not self.authorized(request.headers.get("Authorization")) and not (
-                    regex.pattern.startswith("^/v1/hooks/") and self.key_in_query(request.query)):
-                raise ApiProblem(401, "missing or wrong API key: send Authorization: Bearer <key>")
-            return handler(self, Request(request.method, request.path, match.groupdict(),
-                                         request.body, request.headers, request.query))
-        if allowed:
-            raise ApiProblem(405, f"{request.method} is not allowed here; use {', '.join(allowed)}")
-        raise ApiProblem(404, f"no such endpoint: {request.method} {request.path}")
+    def admit(self, method: str, path: str, query: str, headers: Any, has_body: bool
+              ) -> tuple[Route, dict[str, str]]:
+        """The route for a request, once its headers pass every check (else ApiProblem)."""
+        guard = self.guard
+        problem = guard.host_problem(headers.get("Host")) or guard.origin_problem(
+            headers.get("Origin"))
+        if problem:
+            raise ApiProblem(*problem)
+        found, params = find(method, path)
+        hook = found.access == "hook"
+        problem = guard.content_type_problem(method, has_body, headers.get("Content-Type"), hook)
+        if problem:
+            raise ApiProblem(*problem)
+        if found.access != "public" and not guard.authorized(headers.get("Authorization"),
+                                                             query, hook):
+            raise ApiProblem(401, "missing or wrong API key: send Authorization: Bearer <key>; "
+                                  "the key is the daemon's -apikey-file or PULLER_APIKEY, else "
+                                  "the api.key in its -state-dir, which only root may read")
+        return found, params
 
     def wait(self, future, what: str) -> PassReport:
         try:
@@ -143,45 +137,75 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds a client may stay silent before its connection is closed
 
+    _unread = 0  # bytes of the body not read yet
+    _trusted = False  # the request passed the checks: its body is worth reading
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        log.debug('%s "%s" %s', self.client_address[0], _loggable(self.requestline), code)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.client_address[0], _loggable(format % args))
 
     def handle(self) -> None:
         try:
+            handshake = getattr(self.connection, "do_handshake", None)  # TLS
+            if handshake is not None:
+                handshake()
             super().handle()
-        except (ConnectionError, TimeoutError) as exc:  # a client that went away
+        except OSError as exc:  # a client that went away, or does not speak TLS
             log.debug("API client %s: %s", self.client_address[0], exc)
 
     def _handle(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > constants.API_MAX_BODY:
-            if 0 < length <= 8 * constants.API_MAX_BODY:
-                # read what was sent, so the client sees the answer, not a reset
-                while length > 0:
-                    chunk = self.rfile.read(min(length, 1 << 16))
-                    if not chunk:
-                        break
-                    length -= len(chunk)
-                length = 1
-            self._send(413 if length > 0 else 400,
-                       {"error": f"the body must be at most {constants.API_MAX_BODY} bytes"},
-                       close=True)
-            return
-        body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
         path = path.rstrip("/") or "/"
+        self._trusted = False
         try:
-            status, payload = self.owner.dispatch(Request(self.command, path, {}, body,
-                                                          self.headers, query))
+            status, payload = self._serve(path, query)
         except ApiProblem as exc:
             status, payload = exc.status, {"error": exc.message}
         except Exception:  # a bug must not kill the server thread
             log.exception("API %s %s failed", self.command, path)
             status, payload = 500, {"error": "internal error; see the daemon's log"}
-        self._send(status, payload)
+        self._send(status, payload, close=not self._discard())
+
+    def _serve(self, path: str, query: str) -> tuple[int, Any]:
+        if "Transfer-Encoding" in self.headers:
+            self._unread = -1
+            raise ApiProblem(411, "send the body with a Content-Length; chunked bodies are "
+                                  "not read")
+        try:
+            self._unread = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._unread = -1
+        if self._unread < 0:
+            raise ApiProblem(400, "malformed Content-Length")
+        found, params = self.owner.admit(self.command, path, query, self.headers,
+                                         has_body=self._unread > 0)
+        self._trusted = True
+        if self._unread > found.max_body:
+            what = ("a definition, as for a file" if found.max_body < constants.API_MAX_BODY
+                    else "the body")
+            raise ApiProblem(413, f"{what} must be at most {found.max_body} bytes")
+        body = self.rfile.read(self._unread) if self._unread else b""
+        self._unread = 0
+        return found.handler(self.owner, Request(self.command, path, params, body,
+                                                 self.headers, query))
+
+    def _discard(self) -> bool:
+        """Read what is left of a refused body, so the client sees the answer rather
+        than a reset: a little for a stranger, more for a client with the key.
+        False when the connection must close instead."""
+        left = self._unread
+        limit = 8 * constants.API_MAX_BODY if self._trusted else constants.API_DISCARD_UNTRUSTED
+        if left < 0 or left > limit:
+            return False
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                return False
+            left -= len(chunk)
+        self._unread = 0
+        return True
 
     def _send(self, status: int, payload: Any, close: bool = False) -> None:
         data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
@@ -198,10 +222,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 
 
+def _loggable(text: str) -> str:
+    """A request line for the log: no query string (a webhook's ?key=), no control
+    characters."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", re.sub(r"\?\S*", "?...", text))
+
+
 # Endpoints ----------------------------------------------------------------------
 
 
-@route("GET", "/v1/health", public=True)
+@route("GET", "/v1/health", access="public")
 def health(api: Api, request: Request) -> tuple[int, Any]:
     return 200, {"status": "ok", "node": api.node.node, "version": __version__}
 
@@ -240,7 +270,7 @@ def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
 route("GET", "/v1/propagate-and-pull/{name}")(pull_everywhere)  # the original's path
 
 
-@route("POST", "/v1/hooks/registry")
+@route("POST", "/v1/hooks/registry", access="hook")
 def registry_hook(api: Api, request: Request) -> tuple[int, Any]:
     try:
         pushes = parse_notification(request.json())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import constants
 from .routing import ApiProblem, Request, route
 
 Api = Any  # puller.control.api.Api
@@ -82,7 +83,7 @@ def get_service(api: Api, request: Request) -> tuple[int, Any]:
                  "runs_here": service.matches(api.node.node)}
 
 
-@route("PUT", "/v1/services/{name}")
+@route("PUT", "/v1/services/{name}", max_body=constants.MAX_DEFINITION_BYTES)
 def put_service(api: Api, request: Request) -> tuple[int, Any]:
     return 200, _write(api, _definition_body(request, request.params["name"]), "api")
 
@@ -101,11 +102,16 @@ def put_services(api: Api, request: Request) -> tuple[int, Any]:
     with api.write_lock:
         for item in data:  # validate all before writing any
             unknown = sorted(str(key) for key in item if key not in FIELDS)
+            path = f"{item.get('name')}.yml"
             try:
                 if unknown:
-                    raise DefinitionError(f"{item.get('name')}.yml",
-                                          f"unknown field(s) {', '.join(unknown)}")
-                parse_definition(render_definition(item), f"{item.get('name')}.yml")
+                    raise DefinitionError(path, f"unknown field(s) {', '.join(unknown)}")
+                text = render_definition(item)
+                if len(text.encode()) > constants.MAX_DEFINITION_BYTES:
+                    raise ApiProblem(413, f"nothing written: {path}: a definition must be at "
+                                          f"most {constants.MAX_DEFINITION_BYTES} bytes, as "
+                                          "for a file")
+                parse_definition(text, path)
             except DefinitionError as exc:
                 raise ApiProblem(400, f"nothing written: {exc}") from None
         return 200, {"written": [_write(api, item, "api") for item in data]}
