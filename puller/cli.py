@@ -371,7 +371,10 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         return _echo_json(result)
     rows = []
     for node in result["nodes"]:
-        for name, s in sorted(node["services"].items()):
+        if node.get("error"):  # a peer that did not answer
+            rows.append([node.get("node") or node.get("addr"), "-", "unreachable", "-", "-", "-",
+                         node["error"][:80]])
+        for name, s in sorted(node.get("services", {}).items()):
             rows.append([node["node"], name, s["state"], s["image"], _short(s["running_digest"]),
                          _short(s["registry_digest"]), (s["error"] or "")[:80]])
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
