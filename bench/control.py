@@ -32,6 +32,7 @@ import tempfile
 import time
 
 from puller.control.client import Client
+from puller.control.keys import read_key_file
 from bench.freshness import (StartEvents, check_log, environment, environment_line,
                              isolated_flags, log_lines, p90, write_report)
 from bench.single_node import (BenchError, DaemonProcess, median, ms, swap, wait_serving,
@@ -65,21 +66,22 @@ def run_timed(argv: list[str]) -> tuple[float, str]:
 # --- 1. CLI latency ------------------------------------------------------------------
 
 
-def bench_cli(api: str, services: list[str], runs: int) -> dict:
+def bench_cli(target: list[str], services: list[str], runs: int) -> dict:
+    """``target``: the flags that find the daemon and its key (-api, -state-dir)."""
     script = console_script()
     puller = script if script[0] != "-m" else [sys.executable, *script]
     commands = {
         "`python -c pass`": [sys.executable, "-c", "pass"],
         '`python -c "import click"`': [sys.executable, "-c", "import click"],
         '`python -c "import puller.cli"`': [sys.executable, "-c", "import puller.cli"],
-        "`puller ls`": [*puller, f"-api={api}", "ls"],
-        "`puller status`": [*puller, f"-api={api}", "status"],
-        "`python -m puller ls`": [sys.executable, "-m", "puller", f"-api={api}", "ls"],
+        "`puller ls`": [*puller, *target, "ls"],
+        "`puller status`": [*puller, *target, "status"],
+        "`python -m puller ls`": [sys.executable, "-m", "puller", *target, "ls"],
     }
     on_path = shutil.which("puller")
     if script[0] != "-m" and on_path and os.path.realpath(on_path) != os.path.realpath(script[0]):
         commands["`puller ls` through the `puller` first on PATH (not the console script: "
-                 "a wrapper here)"] = [on_path, f"-api={api}", "ls"]
+                 "a wrapper here)"] = [on_path, *target, "ls"]
     times: dict[str, list[float]] = {name: [] for name in commands}
     for run in range(runs + 1):  # run 0 warms the page cache; commands interleaved
         for name, argv in commands.items():
@@ -94,7 +96,7 @@ def bench_cli(api: str, services: list[str], runs: int) -> dict:
             for name, values in times.items()}
 
 
-def import_costs(api: str, repeats: int = 3) -> dict:
+def import_costs(target: list[str], repeats: int = 3) -> dict:
     """``python -X importtime`` of ``puller ls``, the least of ``repeats`` runs per
     module: the top-level imports, and what each ``puller`` module imports itself.
     importtime prints a module after its imports, each nested 2 spaces deeper."""
@@ -104,7 +106,7 @@ def import_costs(api: str, repeats: int = 3) -> dict:
     totals = []
     for _ in range(repeats):
         result = subprocess.run([sys.executable, "-X", "importtime", *console_script(),
-                                 f"-api={api}", "ls"], capture_output=True, text=True, timeout=60)
+                                 *target, "ls"], capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             raise BenchError(f"python -X importtime puller ls failed: {result.stderr[-2000:]}")
         pending: dict[int, list[str]] = {}
@@ -156,9 +158,8 @@ def marginal_imports(repeats: int = 5) -> list[tuple[str, str, str, float]]:
     return result
 
 
-def api_latency(api: str, runs: int) -> dict[str, float]:
+def api_latency(client: Client, runs: int) -> dict[str, float]:
     """The daemon's answer alone, from this process (no interpreter start, no imports)."""
-    client = Client(api)
     result = {}
     for path in ("/v1/services", "/v1/cluster"):
         times = []
@@ -408,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         daemon = DaemonProcess(node, directory, os.path.join(root, "control.log"),
                                "-interval=600", "-verbose", *isolated_flags(root, "control", port))
         daemon.wait_started()
-        client = Client(api)
+        state = os.path.join(root, "state-control")  # isolated_flags' -state-dir
+        client = Client(api, read_key_file(os.path.join(state, "api.key")))
         wait_serving(web, "v1", time.perf_counter(),
                      give_up=lambda: daemon.process.poll() is not None)
 
@@ -420,10 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(all_running, timeout=60, interval=0.2, what=f"{args.services} services to run")
 
         print(f"1/2 CLI latency, {args.runs} runs ...", file=sys.stderr, flush=True)
-        cli = bench_cli(api, services, args.runs)
-        imports = import_costs(api)
+        target = [f"-api={api}", f"-state-dir={state}"]  # root's CLI finds the key there
+        cli = bench_cli(target, services, args.runs)
+        imports = import_costs(target)
         imports["marginal"] = marginal_imports()
-        answers = api_latency(api, args.runs)
+        answers = api_latency(client, args.runs)
         print(f"2/2 rollback, {args.rounds} rounds ...", file=sys.stderr, flush=True)
         rollback = bench_rollback(client, daemon, events, cleanup, name, name, web, repo,
                                   digests, args.rounds)

@@ -273,9 +273,11 @@ def bench_push(root: str, cleanup: Cleanup, plain: Registry, rounds: int,
     directory = os.path.join(root, "defs")
     os.makedirs(directory)
     node = cleanup.node("bench-fresh")
+    key_file = os.path.join(root, "api.key")
+    with open(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(key + "\n")
     daemon = DaemonProcess(node, directory, os.path.join(root, "fresh.log"), "-interval=600",
-                           "-verbose",
-                           f"-apikey={key}", "-api-addr=127.0.0.1",
+                           "-verbose", f"-apikey-file={key_file}", "-api-addr=127.0.0.1",
                            *isolated_flags(root, "fresh", port))
     processes.append(daemon)
     daemon.wait_started()

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, constants
 from .errors import PullerError
@@ -57,20 +58,46 @@ def _setup_logging(verbose: bool) -> None:
               help="Pull every image again on every Nth timed pass.")
 @click.option("-verbose", "--verbose", "verbose", is_flag=True, envvar="PULLER_VERBOSE",
               help="Log every decision, no-ops included.")
+@click.option("-apikey-file", "--apikey-file", "apikey_file", envvar="PULLER_APIKEY_FILE",
+              type=click.Path(dir_okay=False), default=None,
+              help="File holding the API key (sent as Authorization: Bearer). Without it or "
+                   "-apikey, the daemon makes one in <state-dir>/api.key (0600), which root's "
+                   "client reads by itself.")
 @click.option("-apikey", "--apikey", "apikey", envvar="PULLER_APIKEY", default=None,
-              help="API key (sent as Authorization: Bearer); with it the API may listen on "
-                   "every address.")
+              help="The API key itself; better in PULLER_APIKEY: a command line is visible to "
+                   "every user.")
+@click.option("-hook-key-file", "--hook-key-file", "hook_key_file",
+              envvar="PULLER_HOOK_KEY_FILE", type=click.Path(dir_okay=False), default=None,
+              help="File holding a key that opens only the registry hook (or set "
+                   "PULLER_HOOK_KEY), in Authorization: Bearer or ?key=.")
 @click.option("-api-addr", "--api-addr", "api_addr", envvar="PULLER_API_ADDR", default=None,
-              help="Address the HTTP API listens on [default: 127.0.0.1, or 0.0.0.0 with an "
-                   "API key].")
+              help="Address the HTTP API listens on [default: 127.0.0.1]; beyond loopback it "
+                   "needs -api-cert (TLS) or -api-insecure.")
+@click.option("-api-host", "--api-host", "api_hosts", multiple=True, envvar="PULLER_API_HOST",
+              help="A name the API is reached by (its Host header), besides loopback and this "
+                   "host's own names and addresses; repeatable, or a comma list.")
+@click.option("-api-cert", "--api-cert", "api_cert", envvar="PULLER_API_CERT", default=None,
+              type=click.Path(dir_okay=False), help="PEM certificate (chain): serve the API "
+                                                    "over TLS.")
+@click.option("-api-cert-key", "--api-cert-key", "api_cert_key", envvar="PULLER_API_CERT_KEY",
+              default=None, type=click.Path(dir_okay=False),
+              help="PEM private key of -api-cert (if not in the certificate's file).")
+@click.option("-api-insecure", "--api-insecure", "api_insecure", is_flag=True,
+              envvar="PULLER_API_INSECURE",
+              help="Serve plain HTTP beyond loopback: the key and definitions cross the network "
+                   "in clear.")
 @click.option("-api", "--api", "api_url", envvar="PULLER_API", default=None,
               help="URL of the daemon's API for the client commands [default: "
-                   "http://127.0.0.1:<port+1>].")
+                   "http://127.0.0.1:<port+1>]; https:// for a TLS API.")
+@click.option("-api-ca", "--api-ca", "api_ca", envvar="PULLER_API_CA", default=None,
+              type=click.Path(dir_okay=False),
+              help="CA file the client trusts for an https -api (e.g. the daemon's self-signed "
+                   "certificate) [default: the system's].")
 @click.option("-state-dir", "--state-dir", "state_dir", envvar="PULLER_STATE_DIR",
               default=constants.DEFAULT_STATE_DIR, show_default=True,
               type=click.Path(file_okay=False),
-              help="puller's own state: its docker config for Google registries, the history, "
-                   "the generated cluster secret.")
+              help="puller's own state: the API key, the generated cluster secret, the "
+                   "history, its docker config for Google registries.")
 @click.option("-join", "--join", "join", multiple=True, envvar="PULLER_JOIN",
               help="A peer to join, host[:port] (default port 7946); repeatable, or a comma list.")
 @click.option("-cluster", "--cluster", "cluster_name", default=constants.DEFAULT_CLUSTER,
@@ -99,8 +126,10 @@ def _setup_logging(verbose: bool) -> None:
 @click.version_option(__version__, "-version", "--version", prog_name="puller")
 @click.pass_context
 def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
-        interval: float, pull_every: int, verbose: bool, apikey: str | None,
-        api_addr: str | None, api_url: str | None, state_dir: str,
+        interval: float, pull_every: int, verbose: bool, apikey_file: str | None,
+        apikey: str | None, hook_key_file: str | None, api_addr: str | None,
+        api_hosts: tuple[str, ...], api_cert: str | None, api_cert_key: str | None,
+        api_insecure: bool, api_url: str | None, api_ca: str | None, state_dir: str,
         join: tuple[str, ...], cluster_name: str, secret_file: str | None, zeroconf: bool,
         bind: str | None, name_template: str, google_registries: tuple[str, ...]) -> None:
     """puller: keeps Docker containers deployed from YAML service definitions.
@@ -109,8 +138,12 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
     Run the daemon on a node:
       puller -d -node=box-1 -dir=/var/puller
     """
+    on_command_line = apikey and ctx.get_parameter_source("apikey") is ParameterSource.COMMANDLINE
     if ctx.invoked_subcommand is not None:
-        ctx.obj = ClientSettings(api_url or f"http://127.0.0.1:{port + 1}", apikey)
+        if on_command_line:
+            click.echo(f"warning: {APIKEY_VISIBLE}", err=True)
+        ctx.obj = ClientSettings(api_url or f"http://127.0.0.1:{port + 1}", apikey or None,
+                                 apikey_file, state_dir, api_ca)
         return
     if not daemon:
         click.echo(ctx.get_help())
@@ -118,17 +151,50 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
     if not node.strip():
         raise click.BadParameter("the node name must not be empty", param_hint="-node")
     _setup_logging(verbose)
+    import logging
+    import os
+
     from .daemon import Config  # keeps `puller --help` fast
     from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES
 
+    if api_cert_key and not api_cert:
+        raise click.BadParameter("a key without -api-cert", param_hint="-api-cert-key")
+    if on_command_line:
+        logging.getLogger("puller").warning("%s", APIKEY_VISIBLE)
+    if apikey and apikey_file:
+        logging.getLogger("puller").warning("-apikey-file and -apikey (or PULLER_APIKEY) both "
+                                            "given: the file wins")
     run_daemon(Config(node=node, directory=directory, port=port, interval=interval,
                       pull_every=pull_every, state_dir=state_dir,
                       google_registries=DEFAULT_GOOGLE_REGISTRIES + tuple(google_registries),
-                      apikey=apikey or None, api_addr=api_addr,
-                      name_template=_name_template(name_template),
+                      apikey=_key("-apikey-file", apikey_file, apikey, "-apikey"),
+                      hook_key=_key("-hook-key-file", hook_key_file,
+                                    os.environ.get("PULLER_HOOK_KEY"), "PULLER_HOOK_KEY"),
+                      api_addr=api_addr,
+                      api_hosts=_listed(api_hosts), api_cert=api_cert, api_cert_key=api_cert_key,
+                      api_insecure=api_insecure, name_template=_name_template(name_template),
                       cluster=cluster_name, secret=_secret(secret_file),
                       join=tuple(seed for item in join for seed in item.split(",") if seed.strip()),
                       zeroconf=zeroconf, bind=bind))
+
+
+APIKEY_VISIBLE = ("-apikey on the command line is visible to every user of this host (ps, "
+                  "/proc/PID/cmdline); use -apikey-file or PULLER_APIKEY")
+
+
+def _listed(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated values, each possibly a comma list."""
+    return tuple(part.strip() for item in values for part in item.split(",") if part.strip())
+
+
+def _key(option: str, path: str | None, value: str | None, value_from: str) -> str | None:
+    """A key from the file of ``option`` (which wins) or ``value`` (named ``value_from``)."""
+    from .control.keys import ApiKeyError, configured_key
+
+    try:
+        return configured_key(path, value, value_from)
+    except ApiKeyError as exc:
+        raise click.BadParameter(str(exc), param_hint=option if path else value_from) from None
 
 
 def _name_template(template: str) -> str:
@@ -196,21 +262,36 @@ def run_daemon(config: "Config") -> None:
 
 
 class ClientSettings:
-    """Where the client commands find the daemon (not a dataclass: startup time)."""
+    """Where the client commands find the daemon and its key (not a dataclass:
+    startup time)."""
 
-    def __init__(self, api_url: str, apikey: str | None):
+    def __init__(self, api_url: str, apikey: str | None = None, apikey_file: str | None = None,
+                 state_dir: str = constants.DEFAULT_STATE_DIR, ca: str | None = None):
         self.api_url = api_url
         self.apikey = apikey
+        self.apikey_file = apikey_file
+        self.state_dir = state_dir
+        self.ca = ca
 
     def client(self):
         from .control.client import Client
+        from .control.keys import client_key
 
-        return Client(self.api_url, self.apikey)
+        return Client(self.api_url, client_key(self.api_url, self.apikey, self.apikey_file,
+                                               self.state_dir), ca=self.ca)
+
+
+def _client(ctx: click.Context):
+    try:
+        return ctx.obj.client()
+    except PullerError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _call(ctx: click.Context, method: str, path: str, body=None):
+    client = _client(ctx)
     try:
-        return ctx.obj.client().call(method, path, body)
+        return client.call(method, path, body)
     except PullerError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -311,7 +392,10 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         return _echo_json(result)
     rows = []
     for node in result["nodes"]:
-        for name, s in sorted(node["services"].items()):
+        if node.get("error"):  # a peer that did not answer
+            rows.append([node.get("node") or node.get("addr"), "-", "unreachable", "-", "-", "-",
+                         node["error"][:80]])
+        for name, s in sorted(node.get("services", {}).items()):
             rows.append([node["node"], name, s["state"], s["image"], _short(s["running_digest"]),
                          _short(s["registry_digest"]), (s["error"] or "")[:80]])
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
@@ -329,6 +413,7 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
 
     from .control.client import DaemonUnreachable, service_path
 
+    client = _client(ctx)
     failed = []
     results = []
     for path in files:
@@ -342,8 +427,8 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
         name = data.get("name") if isinstance(data, dict) else None
         name = str(name or os.path.splitext(os.path.basename(path))[0])
         try:
-            result = ctx.obj.client().call("PUT", service_path(name), raw=raw,
-                                           content_type="application/yaml")
+            result = client.call("PUT", service_path(name), raw=raw,
+                                 content_type="application/yaml")
         except DaemonUnreachable as exc:
             raise click.ClickException(str(exc)) from None
         except PullerError as exc:

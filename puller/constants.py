@@ -39,6 +39,7 @@ CHECK_BACKOFF_MAX = 600.0
 DEFAULT_STATE_DIR = "/var/lib/puller"  # puller's own docker config (Google logins) and state
 
 API_MAX_BODY = 1 << 20  # bytes of an HTTP request body, at most
+API_DISCARD_UNTRUSTED = 64 * 1024  # bytes of a refused body read (not kept) before its answer
 API_PASS_TIMEOUT = 300.0  # seconds an HTTP trigger waits for its pass
 
 DEFAULT_HEALTH_TIMEOUT = 10.0  # seconds a new container must stay up before its predecessor goes

@@ -27,6 +27,9 @@ from .cluster.backend import ClusterBackend
 from .cluster.lan import Cluster, ClusterConfig
 from .cluster.secret import generated_secret
 from .control.api import Api
+from .control.keys import default_path as key_path
+from .control.keys import load_or_create
+from .control.tls import server_context
 from .errors import DockerError, PullerError
 from .faults import Outage
 from .images.freshness import Freshness
@@ -49,8 +52,13 @@ class Config:
     pull_every: int = constants.DEFAULT_PULL_EVERY
     state_dir: str = constants.DEFAULT_STATE_DIR
     google_registries: tuple[str, ...] = DEFAULT_GOOGLE_REGISTRIES
-    apikey: str | None = None
-    api_addr: str | None = None  # default: 127.0.0.1, or every address with an API key
+    apikey: str | None = None  # None: the key in <state_dir>/api.key, made at the first start
+    hook_key: str | None = None  # a key the registry hook takes too (and nothing else)
+    api_addr: str | None = None  # default: 127.0.0.1; beyond loopback, TLS or api_insecure
+    api_hosts: tuple[str, ...] = ()  # Host names the API answers to, besides this host's own
+    api_cert: str | None = None  # PEM certificate (chain) for TLS
+    api_cert_key: str | None = None  # its PEM key (None: in the certificate's file)
+    api_insecure: bool = False  # plain HTTP beyond loopback
     name_template: str = "{service}"  # container names; {node}-{service} lets nodes share an engine
     cluster: str = constants.DEFAULT_CLUSTER
     secret: bytes | None = None  # explicit cluster secret; without it one is generated into
@@ -105,6 +113,7 @@ class Daemon(Reconciler):
         self._stop = threading.Event()
         self._observer: Observer | None = None
         self._api = None
+        self.apikey: str | None = None  # the API's key, once the API runs
         self.cluster: ClusterBackend | None = None
 
     def _next_deadline(self, now: float) -> float:
@@ -172,21 +181,38 @@ class Daemon(Reconciler):
         self._observer = observer
 
     def api_address(self) -> tuple[str, int]:
-        host = self.config.api_addr or ("0.0.0.0" if self.config.apikey else "127.0.0.1")
-        if not self.config.apikey and not _is_loopback(host):
-            raise PullerError(f"refusing to serve the HTTP API on {host} without an API key: "
-                              "set -apikey (or PULLER_APIKEY), or leave -api-addr out")
+        host = self.config.api_addr or "127.0.0.1"
+        if not (_is_loopback(host) or self.config.api_cert or self.config.api_insecure):
+            raise PullerError(f"refusing to serve the HTTP API on {host} without TLS: its key and "
+                              "the definitions (secrets too) would cross the network in clear; "
+                              "set -api-cert and -api-cert-key (PEM files), or -api-insecure if "
+                              "the network is yours alone")
         return host, self.config.port + 1
 
     def start_api(self) -> None:
-        if self._api is None:
-            host, port = self.api_address()
-            try:
-                self._api = Api(self, host, port, self.config.apikey).start()
-            except OSError as exc:
-                raise PullerError(f"cannot serve the HTTP API on {host}:{port}: "
-                                  f"{exc.strerror or exc}; is another puller running? "
-                                  "(-port picks another)") from None
+        if self._api is not None:
+            return
+        config = self.config
+        host, port = self.api_address()
+        tls = server_context(config.api_cert, config.api_cert_key) if config.api_cert else None
+        if tls is None and not _is_loopback(host):
+            log.warning("-api-insecure: the HTTP API on %s is plain HTTP: its key and every "
+                        "definition, secrets included, cross the network in clear; use "
+                        "-api-cert and -api-cert-key", host)
+        self.apikey = config.apikey or self._generated_key()
+        try:
+            self._api = Api(self, host, port, self.apikey, hook_key=config.hook_key,
+                            hosts=config.api_hosts, tls=tls).start()
+        except OSError as exc:
+            raise PullerError(f"cannot serve the HTTP API on {host}:{port}: "
+                              f"{exc.strerror or exc}; is another puller running? "
+                              "(-port picks another)") from None
+
+    def _generated_key(self) -> str:
+        """The key in <state_dir>/api.key, made at the first start (root's CLI reads it)."""
+        key, made = load_or_create(self.config.state_dir)
+        log.info("API key %s %s", "made in" if made else "from", key_path(self.config.state_dir))
+        return key
 
     def start_cluster(self) -> None:
         if self.cluster is not None:

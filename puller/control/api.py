@@ -1,23 +1,23 @@
 """The HTTP API on port+1: JSON in and out, errors as JSON with a message.
 
-Bound to 127.0.0.1 unless an API key is set; with a key, every endpoint but
-``GET /v1/health`` wants ``Authorization: Bearer <key>`` (compared in
-constant time). Request bodies are size-capped.
+There is always a key: every endpoint but ``GET /v1/health`` wants
+``Authorization: Bearer <key>``. Host, Origin, Content-Type and the key are
+checked (``guard``) before a body is read; bodies are size-capped, a
+definition as a file is. Served over TLS when given a context. The log
+never shows a query string (a webhook's ``?key=``).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from .. import __version__, constants
 from ..errors import PullerError
@@ -25,6 +25,9 @@ from ..images.hooks import HookError, Push, parse_notification
 from ..node.definitions import Scan
 from ..node.history import History
 from ..node.report import PassReport, service_result
+from .guard import Guard, own_names
+from .routing import ApiProblem, Request, Route, find, route
+from .services import list_services  # noqa: F401  (importing it registers the definition routes)
 
 log = logging.getLogger(__name__)
 
@@ -56,54 +59,12 @@ class NodeControl(Protocol):
     def peers(self) -> list[dict]: ...  # the peer table
 
 
-class ApiProblem(Exception):
-    """An error answer: status and message."""
-
-    def __init__(self, status: int, message: str):
-        self.status = status
-        self.message = message
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    params: dict[str, str]
-    body: bytes
-    headers: Any
-    query: str = ""
-
-    def json(self) -> Any:
-        if not self.body:
-            return None
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise ApiProblem(400, f"the body is not valid JSON: {exc}") from None
-
-
-Handler = Callable[["Api", Request], tuple[int, Any]]
-_ROUTES: list[tuple[str, re.Pattern, Handler, bool]] = []
-
-
-def route(method: str, pattern: str, public: bool = False):
-    """Register a handler for ``method`` and a path pattern with ``{name}`` parts."""
-    regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-
-    def register(handler: Handler) -> Handler:
-        _ROUTES.append((method, regex, handler, public))
-        return handler
-
-    return register
-
-
 class Api:
     """Serves the daemon's API in a thread; ``close()`` is idempotent."""
 
-    def __init__(self, node: NodeControl, host: str, port: int, apikey: str | None = None):
+    def __init__(self, node: NodeControl, host: str, port: int, apikey: str,
+                 hook_key: str | None = None, hosts: Iterable[str] = (), tls=None):
         self.node = node
-        self.apikey = apikey
         self.write_lock = threading.RLock()  # one definition write (or bulk PUT) at a time
         api = self
 
@@ -112,15 +73,19 @@ class Api:
 
         self.server = ThreadingHTTPServer((host, port), _Handler)
         self.server.daemon_threads = True
+        if tls is not None:  # the handshake runs in the connection's thread, under its timeout
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
         self.address = self.server.server_address
+        self.scheme = "https" if tls is not None else "http"
+        self.guard = Guard(apikey, self.address[1], hook_key, own_names(hosts), tls is not None)
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Api":
         self._thread = threading.Thread(target=self.server.serve_forever, name="puller-api",
                                         daemon=True)
         self._thread.start()
-        log.info("HTTP API on http://%s:%s%s", self.address[0], self.address[1],
-                 "" if self.apikey else " (no API key: loopback only)")
+        log.info("HTTP API on %s://%s:%s", self.scheme, self.address[0], self.address[1])
         return self
 
     def close(self) -> None:
@@ -136,38 +101,25 @@ class Api:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def authorized(self, header: str | None) -> bool:
-        if not self.apikey:
-            return True
-        scheme, _, token = (header or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), self.apikey.encode())
-
-    def key_in_query(self, query: str) -> bool:
-        """Webhook senders that cannot set a header (Docker Hub) may pass ?key=."""
-        import urllib.parse
-
-        keys = urllib.parse.parse_qs(query).get("key", [])
-        return bool(self.apikey) and any(
-            hmac.compare_digest(key.encode(), self.apikey.encode()) for key in keys)
-
-    def dispatch(self, request: Request) -> tuple[int, Any]:
-        allowed = []
-        for method, regex, handler, public in _ROUTES:
-            match = regex.match(request.path)
-            if not match:
-                continue
-            allowed.append(method)
-            if method != request.method:
-                continue
-            if not public and not self.authorized(request.headers.get("Authorization")) and not (
-                    regex.pattern.startswith("^/v1/hooks/") and self.key_in_query(request.query)):
-                raise ApiProblem(401, "missing or wrong API key: send Authorization: Bearer <key>")
-            return handler(self, Request(request.method, request.path, match.groupdict(),
-                                         request.body, request.headers, request.query))
-        if allowed:
-            raise ApiProblem(405, f"{request.method} is not allowed here; use {', '.join(allowed)}")
-        raise ApiProblem(404, f"no such endpoint: {request.method} {request.path}")
+    def admit(self, method: str, path: str, query: str, headers: Any, has_body: bool
+              ) -> tuple[Route, dict[str, str]]:
+        """The route for a request, once its headers pass every check (else ApiProblem)."""
+        guard = self.guard
+        problem = guard.host_problem(headers.get("Host")) or guard.origin_problem(
+            headers.get("Origin"))
+        if problem:
+            raise ApiProblem(*problem)
+        found, params = find(method, path)
+        hook = found.access == "hook"
+        problem = guard.content_type_problem(method, has_body, headers.get("Content-Type"), hook)
+        if problem:
+            raise ApiProblem(*problem)
+        if found.access != "public" and not guard.authorized(headers.get("Authorization"),
+                                                             query, hook):
+            raise ApiProblem(401, "missing or wrong API key: send Authorization: Bearer <key>; "
+                                  "the key is the daemon's -apikey-file or PULLER_APIKEY, else "
+                                  "the api.key in its -state-dir, which only root may read")
+        return found, params
 
     def wait(self, future, what: str) -> PassReport:
         try:
@@ -185,45 +137,75 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds a client may stay silent before its connection is closed
 
+    _unread = 0  # bytes of the body not read yet
+    _trusted = False  # the request passed the checks: its body is worth reading
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        log.debug('%s "%s" %s', self.client_address[0], _loggable(self.requestline), code)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.client_address[0], _loggable(format % args))
 
     def handle(self) -> None:
         try:
+            handshake = getattr(self.connection, "do_handshake", None)  # TLS
+            if handshake is not None:
+                handshake()
             super().handle()
-        except (ConnectionError, TimeoutError) as exc:  # a client that went away
+        except OSError as exc:  # a client that went away, or does not speak TLS
             log.debug("API client %s: %s", self.client_address[0], exc)
 
     def _handle(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > constants.API_MAX_BODY:
-            if 0 < length <= 8 * constants.API_MAX_BODY:
-                # read what was sent, so the client sees the answer, not a reset
-                while length > 0:
-                    chunk = self.rfile.read(min(length, 1 << 16))
-                    if not chunk:
-                        break
-                    length -= len(chunk)
-                length = 1
-            self._send(413 if length > 0 else 400,
-                       {"error": f"the body must be at most {constants.API_MAX_BODY} bytes"},
-                       close=True)
-            return
-        body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
         path = path.rstrip("/") or "/"
+        self._trusted = False
         try:
-            status, payload = self.owner.dispatch(Request(self.command, path, {}, body,
-                                                          self.headers, query))
+            status, payload = self._serve(path, query)
         except ApiProblem as exc:
             status, payload = exc.status, {"error": exc.message}
         except Exception:  # a bug must not kill the server thread
             log.exception("API %s %s failed", self.command, path)
             status, payload = 500, {"error": "internal error; see the daemon's log"}
-        self._send(status, payload)
+        self._send(status, payload, close=not self._discard())
+
+    def _serve(self, path: str, query: str) -> tuple[int, Any]:
+        if "Transfer-Encoding" in self.headers:
+            self._unread = -1
+            raise ApiProblem(411, "send the body with a Content-Length; chunked bodies are "
+                                  "not read")
+        try:
+            self._unread = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._unread = -1
+        if self._unread < 0:
+            raise ApiProblem(400, "malformed Content-Length")
+        found, params = self.owner.admit(self.command, path, query, self.headers,
+                                         has_body=self._unread > 0)
+        self._trusted = True
+        if self._unread > found.max_body:
+            what = ("a definition, as for a file" if found.max_body < constants.API_MAX_BODY
+                    else "the body")
+            raise ApiProblem(413, f"{what} must be at most {found.max_body} bytes")
+        body = self.rfile.read(self._unread) if self._unread else b""
+        self._unread = 0
+        return found.handler(self.owner, Request(self.command, path, params, body,
+                                                 self.headers, query))
+
+    def _discard(self) -> bool:
+        """Read what is left of a refused body, so the client sees the answer rather
+        than a reset: a little for a stranger, more for a client with the key.
+        False when the connection must close instead."""
+        left = self._unread
+        limit = 8 * constants.API_MAX_BODY if self._trusted else constants.API_DISCARD_UNTRUSTED
+        if left < 0 or left > limit:
+            return False
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                return False
+            left -= len(chunk)
+        self._unread = 0
+        return True
 
     def _send(self, status: int, payload: Any, close: bool = False) -> None:
         data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
@@ -240,10 +222,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 
 
+def _loggable(text: str) -> str:
+    """A request line for the log: no query string (a webhook's ?key=), no control
+    characters."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", re.sub(r"\?\S*", "?...", text))
+
+
 # Endpoints ----------------------------------------------------------------------
 
 
-@route("GET", "/v1/health", public=True)
+@route("GET", "/v1/health", access="public")
 def health(api: Api, request: Request) -> tuple[int, Any]:
     return 200, {"status": "ok", "node": api.node.node, "version": __version__}
 
@@ -282,7 +270,7 @@ def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
 route("GET", "/v1/propagate-and-pull/{name}")(pull_everywhere)  # the original's path
 
 
-@route("POST", "/v1/hooks/registry")
+@route("POST", "/v1/hooks/registry", access="hook")
 def registry_hook(api: Api, request: Request) -> tuple[int, Any]:
     try:
         pushes = parse_notification(request.json())
@@ -291,163 +279,6 @@ def registry_hook(api: Api, request: Request) -> tuple[int, Any]:
     if pushes:
         api.node.request_pass(pushes=pushes)  # the registry must not wait for a deploy
     return 202, {"accepted": len(pushes)}
-
-
-# Services -------------------------------------------------------------------------
-
-
-def _definition_body(request: Request, name: str | None) -> dict[str, Any]:
-    """A definition from a YAML or JSON body (JSON is YAML too)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(request.body.decode("utf-8")) if request.body else None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ApiProblem(400, f"the body is neither YAML nor JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiProblem(400, "the body must be one definition: a mapping with name, bash, repo")
-    return _with_name(data, name)
-
-
-def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
-    if name is not None:
-        if data.get("name") not in (None, name):
-            raise ApiProblem(400, f"the body's name {data.get('name')!r} is not {name!r}, "
-                                  "the service in the path")
-        data = {**data, "name": name}
-    return data
-
-
-def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
-    from ..errors import DefinitionError
-    from ..node.definitions import FIELDS, definition_fields, write_definition
-
-    name = fields.get("name")
-    unknown = sorted(str(key) for key in fields if key not in FIELDS)
-    if unknown:
-        raise ApiProblem(400, f"unknown field(s) {', '.join(unknown)}; the fields are "
-                              f"{', '.join(FIELDS)}")
-    try:
-        with api.write_lock:
-            api.node.history.expect(str(name), source)
-            service = write_definition(api.node.directory, fields)
-    except DefinitionError as exc:
-        raise ApiProblem(400, str(exc)) from None
-    except OSError as exc:
-        raise ApiProblem(500, f"cannot write the definition: {exc}") from None
-    api.node.wake()
-    return {"service": definition_fields(service), "path": service.path,
-            "runs_here": service.matches(api.node.node)}
-
-
-def _current(api: Api, name: str):
-    service = api.node.scan().services.get(name)
-    if service is None:
-        raise ApiProblem(404, f"no service {name!r} is defined")
-    return service
-
-
-@route("GET", "/v1/services")
-def list_services(api: Api, request: Request) -> tuple[int, Any]:
-    from ..node.definitions import definition_fields
-
-    scan = api.node.scan()
-    node = api.node.node
-    return 200, {"node": node,
-                 "services": [{**definition_fields(s), "runs_here": s.matches(node)}
-                              for _, s in sorted(scan.services.items())],
-                 "errors": [str(error) for error in scan.errors]}
-
-
-@route("GET", "/v1/services/{name}")
-def get_service(api: Api, request: Request) -> tuple[int, Any]:
-    from ..node.definitions import definition_fields
-
-    service = _current(api, request.params["name"])
-    return 200, {"service": definition_fields(service), "path": service.path,
-                 "runs_here": service.matches(api.node.node)}
-
-
-@route("PUT", "/v1/services/{name}")
-def put_service(api: Api, request: Request) -> tuple[int, Any]:
-    return 200, _write(api, _definition_body(request, request.params["name"]), "api")
-
-
-@route("PUT", "/v1/services")
-def put_services(api: Api, request: Request) -> tuple[int, Any]:
-    """The original's bulk PUT: a list of definitions, all valid or none written."""
-    from ..errors import DefinitionError
-    from ..node.definitions import FIELDS, parse_definition, render_definition
-
-    data = request.json()
-    if isinstance(data, dict) and isinstance(data.get("services"), list):
-        data = data["services"]
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise ApiProblem(400, "expected a JSON list of definitions")
-    with api.write_lock:
-        for item in data:  # validate all before writing any
-            unknown = sorted(str(key) for key in item if key not in FIELDS)
-            try:
-                if unknown:
-                    raise DefinitionError(f"{item.get('name')}.yml",
-                                          f"unknown field(s) {', '.join(unknown)}")
-                parse_definition(render_definition(item), f"{item.get('name')}.yml")
-            except DefinitionError as exc:
-                raise ApiProblem(400, f"nothing written: {exc}") from None
-        return 200, {"written": [_write(api, item, "api") for item in data]}
-
-
-@route("DELETE", "/v1/services/{name}")
-def delete_service(api: Api, request: Request) -> tuple[int, Any]:
-    from ..node.definitions import remove_definition
-
-    name = request.params["name"]
-    with api.write_lock:
-        removed = remove_definition(api.node.directory, name)
-    if not removed:
-        raise ApiProblem(404, f"no service {name!r} is defined")
-    api.node.wake()
-    return 200, {"removed": name, "paths": removed}
-
-
-@route("POST", "/v1/services/{name}/tag")
-def set_tag(api: Api, request: Request) -> tuple[int, Any]:
-    from ..node.definitions import definition_fields
-    from ..node.history import without_pin
-
-    body = request.json()
-    tag = body.get("tag") if isinstance(body, dict) else None
-    if not isinstance(tag, str) or not tag:
-        raise ApiProblem(400, 'expected {"tag": "<tag>"}')
-    fields = without_pin(definition_fields(_current(api, request.params["name"])))
-    return 200, _write(api, {**fields, "tag": tag}, "tag")
-
-
-@route("POST", "/v1/services/{name}/rollback")
-def rollback(api: Api, request: Request) -> tuple[int, Any]:
-    from ..node.definitions import definition_fields
-    from ..node.history import NoRollback, rollback_fields
-
-    name = request.params["name"]
-    body = request.json() if request.body else {}
-    to = body.get("to") if isinstance(body, dict) else None
-    if to is not None and (not isinstance(to, str) or not to):
-        raise ApiProblem(400, 'expected {"to": "<tag>|sha256:<digest>"} or no body')
-    current = definition_fields(_current(api, name))
-    try:
-        fields = rollback_fields(api.node.history.revisions(name), current, to)
-    except NoRollback as exc:
-        raise ApiProblem(409, str(exc)) from None
-    return 200, _write(api, fields, "rollback")
-
-
-@route("GET", "/v1/services/{name}/history")
-def history(api: Api, request: Request) -> tuple[int, Any]:
-    name = request.params["name"]
-    revisions = api.node.history.revisions(name)
-    if not revisions and name not in api.node.scan().services:
-        raise ApiProblem(404, f"no service {name!r} is defined or remembered")
-    return 200, {"service": name, "node": api.node.node, "revisions": revisions}
 
 
 @route("GET", "/v1/cluster")

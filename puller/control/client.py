@@ -27,7 +27,16 @@ class ApiError(PullerError):
     def __init__(self, status: int, message: str):
         self.status = status
         super().__init__(message if status != 401 else
-                         f"{message} (set PULLER_APIKEY or -apikey to the daemon's key)")
+                         f"{message} (set PULLER_APIKEY or -apikey-file to the daemon's key; "
+                         "run as root, the client reads the local daemon's <state-dir>/api.key "
+                         "by itself)")
+
+
+class TlsFailure(PullerError):
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        super().__init__(f"TLS with {url} failed: {reason}; for a self-signed certificate, set "
+                         "PULLER_API_CA (or -api-ca) to it")
 
 
 class InvalidServiceName(PullerError):
@@ -55,10 +64,12 @@ def service_path(name: Any, *rest: str) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str, apikey: str | None = None, timeout: float = 330.0):
+    def __init__(self, base_url: str, apikey: str | None = None, timeout: float = 330.0,
+                 ca: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.apikey = apikey
         self.timeout = timeout
+        self.ca = ca  # CA file trusted for https (None: the system's)
 
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
              content_type: str = "application/json") -> Any:
@@ -123,10 +134,22 @@ class Client:
         import urllib.error
         import urllib.request
 
+        import ssl
+
+        from .tls import client_context
+
+        context = client_context(self.ca) if url.startswith("https://") else None
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=context) as response:
                 return response.status, response.reason, response.read()
         except urllib.error.HTTPError as exc:
             with exc:
                 return exc.code, str(exc.reason), exc.read()
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLError):
+                raise TlsFailure(self.base_url, str(exc.reason)) from None
+            raise
+        except ssl.SSLError as exc:
+            raise TlsFailure(self.base_url, str(exc)) from None

@@ -108,11 +108,6 @@ class Freshness:
         with self._lock:
             return {ref: self.state[ref] for ref in refs if ref in self.state}
 
-    def note(self, ref: str, digest: str, now: float | None = None) -> None:
-        """A digest learnt without asking (a registry push notification)."""
-        now = time.time() if now is None else now
-        self._record(ref, Remote(digest=digest, checked_at=now))
-
     def _check_one(self, ref: str, now: float) -> None:
         try:
             reference = Reference.parse(ref)

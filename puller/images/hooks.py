@@ -23,7 +23,11 @@ class HookError(PullerError):
 
 @dataclass(frozen=True)
 class Push:
-    """A tag that was pushed: ``repository`` without host; ``digest`` and ``host`` when known."""
+    """A tag that was pushed: ``repository`` without host; ``digest`` and ``host`` when known.
+
+    Only a trigger: anyone able to send a notification could name any digest,
+    so the daemon asks the registry what the tag is now, and never deploys
+    ``digest`` as is."""
 
     repository: str
     tag: str
@@ -42,12 +46,6 @@ class Push:
         if reference.domain == "docker.io" and "/" not in path:
             path = "library/" + path
         return reference.path == path
-
-    def same_host(self, ref: str) -> bool:
-        """Was the push made to the registry ``ref`` names (so its digest applies)?"""
-        if self.host is None:
-            return False
-        return Reference.parse(ref).domain == self.host
 
 
 def parse_notification(body: Any) -> list[Push]:

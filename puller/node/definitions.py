@@ -389,9 +389,21 @@ def write_definition(directory: str, fields: dict[str, Any]) -> Service:
     except (OSError, UnicodeDecodeError):
         existing = ""
     text = _edited(existing, fields, path) if existing else render_definition(fields)
+    if len(text.encode()) > constants.MAX_DEFINITION_BYTES:
+        raise DefinitionError(path, f"the definition is over {constants.MAX_DEFINITION_BYTES} "
+                                    "bytes, the most a file may hold")
     service = parse_definition(text, path)
-    write_atomically(path, text, mode=None if existing is not None else DEFINITION_MODE)
+    write_atomically(path, text, mode=_private_mode(path))
     return service
+
+
+def _private_mode(path: str) -> int:
+    """0600 for a new file; an existing file keeps its owner's and group's bits,
+    never others' (a run line carries secrets and is run as root)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o770
+    except FileNotFoundError:
+        return DEFINITION_MODE
 
 
 def _edited(existing: str, fields: dict[str, Any], path: str) -> str:

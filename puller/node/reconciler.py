@@ -76,8 +76,8 @@ class Reconciler:
 
         ``pull_due`` asks the registry about every image; otherwise only images
         never asked about are, plus those of the services in ``check`` and the
-        tags in ``pushes`` (whose digest, when the push was made to the very
-        registry a service names, is taken as is). Pulls run within the pass,
+        tags in ``pushes`` (a push's digest is never taken as is: the registry
+        is asked). Pulls run within the pass,
         unless ``pull_in_background`` set a ``PullJobs``: then the pass starts
         them and goes on without their images.
         """
@@ -120,21 +120,18 @@ class Reconciler:
         tags = {service.image_ref for service in services.values()
                 if "@" not in service.image_ref}
         forced = {services[name].image_ref for name in check if name in services} & tags
-        noted = {}
-        for push in pushes:
-            for ref in tags:
-                if not push.matches(ref):
-                    continue
-                if push.digest and push.same_host(ref):
-                    noted[ref] = push.digest
-                else:
-                    forced.add(ref)
+        # a push notification is only a trigger: whoever can send one could name
+        # any digest, so the registry's manifest HEAD says what the tag is now
+        forced |= {ref for push in pushes for ref in tags if push.matches(ref)}
         known = self.freshness.remotes()
         due = tags if pull_due else {ref for ref in tags if ref not in known}
-        remotes = self.freshness.check(due - set(noted), now, force=forced - set(noted))
-        for ref, digest in noted.items():
-            self.freshness.note(ref, digest, now)
-            remotes[ref] = self.freshness.remotes()[ref]
+        remotes = self.freshness.check(due, now, force=forced)
+        for push in pushes:
+            for ref in tags:
+                remote = remotes.get(ref)
+                if push.digest and push.matches(ref) and remote and remote.digest != push.digest:
+                    log.debug("%s: a push notification named %s; the registry says %s",
+                              ref, push.digest, remote.digest or remote.error)
         self.freshness.forget(tags)
         return remotes
 

@@ -82,6 +82,15 @@ class Daemon:
     def path(self, service: str) -> str:
         return os.path.join(self.directory, f"{service}.yml")
 
+    @property
+    def state_dir(self) -> str:
+        return next(arg.split("=", 1)[1] for arg in self.args if arg.startswith("-state-dir="))
+
+    def api_key(self) -> str:
+        """The key the daemon made in its state dir, for a call to its API."""
+        with open(os.path.join(self.state_dir, "api.key")) as handle:
+            return handle.read().strip()
+
     def read(self, service: str) -> str | None:
         try:
             with open(self.path(service)) as handle:

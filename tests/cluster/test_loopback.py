@@ -40,17 +40,18 @@ def test_play_setup_syncs_edits_and_deletions_and_deploys_on_the_matching_node(
     assert inspect(f"{first.node}-play") is None and inspect(f"{third.node}-play") is None
 
     # the cluster trigger: every node checks and deploys now, one answer per node
-    result = subprocess.run([sys.executable, "-m", "puller", f"-port={first.port}", "pull",
-                             "play", "--all", "--json"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-m", "puller", f"-port={first.port}",
+                             f"-state-dir={first.state_dir}", "pull", "play", "--all", "--json"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     answers = {a.get("node"): a for a in json.loads(result.stdout)["nodes"]}
     assert set(answers) == {d.node for d in nodes}
     assert answers[second.node]["runs_here"] and not answers[first.node]["runs_here"]
     wait_until(lambda: len(_cluster(third)["nodes"]) == 3, timeout=20,
                what="node 3 to learn of node 2 through the seed")
-    with urllib.request.urlopen(f"http://127.0.0.1:{third.port + 1}/v1/propagate-and-pull/play",
-                                timeout=120) as response:
+    with urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{third.port + 1}/v1/propagate-and-pull/play",
+            headers={"Authorization": f"Bearer {third.api_key()}"}), timeout=120) as response:
         assert len(json.loads(response.read())["nodes"]) == 3
     status = _cluster(first)
     assert sorted(n["node"] for n in status["nodes"]) == sorted(d.node for d in nodes)
@@ -162,8 +163,9 @@ def test_bad_frames_are_refused_logged_and_change_nothing(daemons, images, clean
 
 
 def _cluster(daemon) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port + 1}/v1/cluster",
-                                timeout=10) as response:
+    with urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{daemon.port + 1}/v1/cluster",
+            headers={"Authorization": f"Bearer {daemon.api_key()}"}), timeout=10) as response:
         return json.loads(response.read())
 
 

@@ -81,13 +81,18 @@ class LiveNode(Node):
     def api(self) -> str:
         return f"http://127.0.0.1:{self.daemon.config.port + 1}"
 
+    @property
+    def state_dir(self) -> str:
+        """Where the daemon keeps its API key (api.key), as the CLI looks for it."""
+        return self.daemon.config.state_dir
+
     def call(self, method: str, path: str, body: bytes | None = None,
              key: str | None = None) -> tuple[int, dict]:
         import json
         import urllib.error
 
         headers = {"Content-Type": "application/json"}
-        key = key if key is not None else self.daemon.config.apikey
+        key = key if key is not None else self.daemon.apikey  # the daemon's, made or given
         if key:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self.api + path, data=body, method=method,
@@ -108,8 +113,9 @@ def live_node(tmp_path, cleanup):
     def start(**overrides) -> LiveNode:
         directory = tmp_path / f"defs-{len(nodes)}"
         directory.mkdir()
+        # no mDNS: a node of this test must not find another test's (or session's) daemons
         settings = {"node": cleanup.node(), "directory": str(directory),
-                    "port": free_port() - 1, "interval": 600.0,
+                    "port": free_port() - 1, "interval": 600.0, "zeroconf": False,
                     "state_dir": str(tmp_path / f"state-{len(nodes)}"), **overrides}
         daemon = Daemon(Config(**settings))
         thread = threading.Thread(target=daemon.run, name="test-daemon")

@@ -27,7 +27,9 @@ def definitions_in(directory: str) -> list[str]:
 
 
 def puller(node, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "puller", f"-api={node.api}", *args],
+    """The CLI as root runs it: the key is found in the daemon's state dir."""
+    return subprocess.run([sys.executable, "-m", "puller", f"-api={node.api}",
+                           f"-state-dir={node.state_dir}", *args],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 

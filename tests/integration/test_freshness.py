@@ -77,7 +77,8 @@ def test_the_http_trigger_and_puller_pull_deploy_at_once(live_node, registry, re
     assert fetch(port) == "three"
 
     publish(registry.host, repo, "live", "four")
-    result = subprocess.run([sys.executable, "-m", "puller", f"-api={node.api}", "pull", "trig"],
+    result = subprocess.run([sys.executable, "-m", "puller", f"-api={node.api}",
+                             f"-state-dir={node.state_dir}", "pull", "trig"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pulled" in result.stdout

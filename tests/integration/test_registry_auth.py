@@ -326,16 +326,32 @@ def test_google_registry_deploys_and_recovers_from_token_rotation(
         serving(port, "two")
         assert len(google.tokens.google_requests()) == 2
 
-        # Again, learnt from a push notification (no HEAD): now the pull is refused
-        # with the stale login, then logs in with a fresh token and pulls again.
+        # A push notification is only a trigger: the HEAD still decides (its digest
+        # is a hint), so the refused HEAD refreshes the token as above.
         google.rotate("ya29.third")
         third = publisher.push(host, path, "live", "three")
         asked = node.daemon.freshness.client.requests
         report = node.tick(pushes=[Push(path, "live", third, host)])
-        assert node.daemon.freshness.client.requests == asked
+        assert node.daemon.freshness.client.requests > asked
+        assert report.remotes[ref].digest == third
         assert [pull.error for pull in report.pulls] == [None]
         serving(port, "three")
         assert len(google.tokens.google_requests()) == 3
+
+        # A pinned digest is pulled without a HEAD: the pull is refused with the
+        # stale login, then puller logs in with a fresh token and pulls again.
+        google.rotate("ya29.fourth")
+        fourth = publisher.push(host, path, "other", "four")
+        definition = os.path.join(node.directory, "google-auth.yml")
+        with open(definition) as handle:
+            text = handle.read()
+        with open(definition + ".tmp", "w") as handle:
+            handle.write(text + f"digest: {fourth}\n")
+        os.replace(definition + ".tmp", definition)
+        report = node.tick()
+        assert [pull.error for pull in report.pulls] == [None]
+        serving(port, "four")
+        assert len(google.tokens.google_requests()) == 4
         assert report.faults == {}
 
     # Neither the user's docker config nor ~/.docker was touched.

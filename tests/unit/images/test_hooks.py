@@ -169,7 +169,7 @@ def test_any_json_is_pushes_or_a_hook_error(body):
         assert isinstance(push.matches("web:live"), bool)  # never raises either
 
 
-# Push.matches, Push.same_host -------------------------------------------------------
+# Push.matches ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("push, ref, matches", [
     (Push("web", "live"), f"{HOST}/web:live", True),
@@ -192,13 +192,3 @@ def test_any_json_is_pushes_or_a_hook_error(body):
 ])
 def test_matches(push, ref, matches):
     assert push.matches(ref) is matches
-
-
-@pytest.mark.parametrize("push, ref, same", [
-    (Push("web", "live", DIGEST, HOST), f"{HOST}/web:live", True),
-    (Push("web", "live", DIGEST, "localhost:5000"), f"{HOST}/web:live", False),
-    (Push("web", "live", DIGEST, None), f"{HOST}/web:live", False),
-    (Push("nginx", "latest", DIGEST, "docker.io"), "nginx", True),
-])
-def test_same_host(push, ref, same):
-    assert push.same_host(ref) is same
