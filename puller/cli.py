@@ -88,6 +88,17 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("-bind", "--bind", "bind", envvar="PULLER_BIND", default=None,
               help="Address of the sync port [default: 0.0.0.0 with an explicit secret, else "
                    "127.0.0.1].")
+@click.option("-store", "--store", "store_url", envvar="PULLER_STORE", default=None,
+              help="Keep the definitions in etcd instead of the gossip: "
+                   "etcd://HOST:PORT[,HOST:PORT...]/PREFIX (gossip and zeroconf are then off; "
+                   "user and password from PULLER_STORE_USER and PULLER_STORE_PASSWORD).")
+@click.option("-store-ca", "--store-ca", "store_ca", envvar="PULLER_STORE_CA", default=None,
+              type=click.Path(dir_okay=False), help="CA file of the store's TLS (https).")
+@click.option("-store-cert", "--store-cert", "store_cert", envvar="PULLER_STORE_CERT",
+              default=None, type=click.Path(dir_okay=False),
+              help="Client certificate for the store's TLS (with -store-key).")
+@click.option("-store-key", "--store-key", "store_key", envvar="PULLER_STORE_KEY", default=None,
+              type=click.Path(dir_okay=False), help="Client key for the store's TLS.")
 @click.option("-name-template", "--name-template", "name_template", default="{service}",
               show_default=True, envvar="PULLER_NAME_TEMPLATE",
               help="Container names: {service} and {node}; {node}-{service} lets several nodes "
@@ -102,7 +113,9 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
         interval: float, pull_every: int, verbose: bool, apikey: str | None,
         api_addr: str | None, api_url: str | None, state_dir: str,
         join: tuple[str, ...], cluster_name: str, secret_file: str | None, zeroconf: bool,
-        bind: str | None, name_template: str, google_registries: tuple[str, ...]) -> None:
+        bind: str | None, store_url: str | None, store_ca: str | None,
+        store_cert: str | None, store_key: str | None, name_template: str,
+        google_registries: tuple[str, ...]) -> None:
     """puller: keeps Docker containers deployed from YAML service definitions.
 
     \b
@@ -128,7 +141,24 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
                       name_template=_name_template(name_template),
                       cluster=cluster_name, secret=_secret(secret_file),
                       join=tuple(seed for item in join for seed in item.split(",") if seed.strip()),
-                      zeroconf=zeroconf, bind=bind))
+                      zeroconf=zeroconf, bind=bind,
+                      store=_store(store_url, store_ca, store_cert, store_key)))
+
+
+def _store(url: str | None, ca: str | None, cert: str | None, key: str | None):
+    """The etcd store's settings, or None for the gossip."""
+    import os
+
+    if not url:
+        return None
+    from .cluster.storeurl import StoreUrlError, parse_store_url
+
+    try:
+        return parse_store_url(url, ca=ca, cert=cert, key=key,
+                               user=os.environ.get("PULLER_STORE_USER"),
+                               password=os.environ.get("PULLER_STORE_PASSWORD"))
+    except StoreUrlError as exc:
+        raise click.BadParameter(str(exc), param_hint="-store") from None
 
 
 def _name_template(template: str) -> str:
