@@ -77,6 +77,7 @@ class Member:
 class EtcdCluster:
     def __init__(self, root: str, members: int = 1):
         need_etcd()
+        os.makedirs(root, exist_ok=True)
         names = [f"m{i}" for i in range(members)]
         ports = [(free_port(), free_port()) for _ in names]
         initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, (_, p) in zip(names, ports))

@@ -320,6 +320,7 @@ class EtcdBackend:
 
     def close(self) -> None:
         self._stop.set()
+        self._connected.clear()  # a late sync_dir only versions and keeps edits pending
         self.client.interrupt()  # the watch waits on its socket
         for thread in self._threads:
             thread.join(timeout=10)
