@@ -24,8 +24,10 @@ from watchdog.observers import Observer
 
 from . import constants
 from .cluster.backend import ClusterBackend
+from .cluster.etcd import EtcdBackend, EtcdBackendConfig
 from .cluster.lan import Cluster, ClusterConfig
 from .cluster.secret import generated_secret
+from .cluster.storeurl import StoreConfig
 from .control.api import Api
 from .control.keys import default_path as key_path
 from .control.keys import load_or_create
@@ -66,6 +68,7 @@ class Config:
     join: tuple[str, ...] = ()
     zeroconf: bool = True
     bind: str | None = None  # sync address: default 0.0.0.0 with an explicit secret, else 127.0.0.1
+    store: StoreConfig | None = None  # -store=etcd://...: etcd instead of the gossip
 
     def container_name(self, service: str) -> str:
         return self.name_template.format(service=service, node=self.node)
@@ -218,6 +221,12 @@ class Daemon(Reconciler):
         if self.cluster is not None:
             return
         config = self.config
+        handlers = {"pull": self._peer_pull, "status": lambda body: self.status()}
+        if config.store is not None:  # etcd holds the definitions: no gossip, no zeroconf
+            self.cluster = EtcdBackend(EtcdBackendConfig(config.node, config.directory,
+                                                         config.store),
+                                       on_change=self.wake, handlers=handlers).start()
+            return
         explicit = config.secret is not None
         bind = config.bind or ("0.0.0.0" if explicit else "127.0.0.1")
         secret = config.secret if explicit else generated_secret(config.state_dir)
@@ -226,8 +235,7 @@ class Daemon(Reconciler):
                           bind=bind, cluster=config.cluster, secret=secret,
                           loopback_only=not explicit, join=config.join,
                           zeroconf=config.zeroconf),
-            on_change=self.wake,
-            handlers={"pull": self._peer_pull, "status": lambda body: self.status()},
+            on_change=self.wake, handlers=handlers,
         ).start()
 
     def tick(self, now: float | None = None, pull_due: bool = False,

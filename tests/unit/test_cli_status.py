@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from puller import cli
+from puller import cli, commands
 
 
 def test_an_unreachable_peer_is_a_row(monkeypatch):
@@ -14,7 +14,7 @@ def test_an_unreachable_peer_is_a_row(monkeypatch):
             "registry_digest": "sha256:" + "a" * 64, "error": None}}},
         {"node": "n2", "addr": "10.0.0.2:7946", "error": "timed out"},
     ], "peers": []}
-    monkeypatch.setattr(cli, "_call", lambda ctx, *args: answer)
+    monkeypatch.setattr(commands, "_call", lambda ctx, *args: answer)
     result = CliRunner().invoke(cli.cli, ["status"])
     assert result.exit_code == 0, result.output
     assert "web" in result.output and "running" in result.output

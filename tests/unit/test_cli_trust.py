@@ -7,7 +7,7 @@ import logging
 import pytest
 from click.testing import CliRunner
 
-from puller import cli
+from puller import cli, commands
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_hook_key_and_api_options(started, tmp_path):
 
 
 def test_the_client_warns_about_a_key_on_its_command_line(monkeypatch):
-    monkeypatch.setattr(cli.ClientSettings, "client", lambda self: pytest.fail("no call"))
+    monkeypatch.setattr(commands.ClientSettings, "client", lambda self: pytest.fail("no call"))
     result = CliRunner().invoke(cli.cli, ["-apikey=k", "ls", "--help"])
     assert result.exit_code == 0
     assert "warning: -apikey on the command line is visible" in result.output
@@ -93,7 +93,7 @@ def test_the_client_warns_about_a_key_on_its_command_line(monkeypatch):
 
 def test_the_client_settings_carry_what_finds_the_key(monkeypatch):
     seen = []
-    monkeypatch.setattr(cli, "_call", lambda ctx, *args: seen.append(ctx.obj) or {
+    monkeypatch.setattr(commands, "_call", lambda ctx, *args: seen.append(ctx.obj) or {
         "services": [], "errors": []})
     result = CliRunner().invoke(cli.cli, ["-port=7000", "-state-dir=/s", "-api-ca=/ca.pem",
                                           "-apikey-file=/f", "ls"], env={"PULLER_APIKEY": None})

@@ -127,8 +127,8 @@ def test_the_wings_exist():
     for name in LAYERS:
         assert (PACKAGE / name / "__init__.py").is_file(), name
     flat = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert flat == ["__init__.py", "__main__.py", "backoff.py", "cli.py", "constants.py",
-                    "daemon.py", "errors.py", "faults.py", "fsutil.py"]
+    assert flat == ["__init__.py", "__main__.py", "backoff.py", "cli.py", "commands.py",
+                    "constants.py", "daemon.py", "errors.py", "faults.py", "fsutil.py"]
 
 
 def test_wings_import_only_downwards():

@@ -1,0 +1,253 @@
+"""The client side of the ``puller`` command: ls, status, apply, rm, tag,
+rollback, history and pull talk to the local daemon's API.
+
+Part of the CLI (``cli`` adds these commands to its group): it imports click,
+and turns ``PullerError`` into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import constants
+from .errors import PullerError
+
+
+class ClientSettings:
+    """Where the client commands find the daemon and its key (not a dataclass:
+    startup time)."""
+
+    def __init__(self, api_url: str, apikey: str | None = None, apikey_file: str | None = None,
+                 state_dir: str = constants.DEFAULT_STATE_DIR, ca: str | None = None):
+        self.api_url = api_url
+        self.apikey = apikey
+        self.apikey_file = apikey_file
+        self.state_dir = state_dir
+        self.ca = ca
+
+    def client(self):
+        from .control.client import Client
+        from .control.keys import client_key
+
+        return Client(self.api_url, client_key(self.api_url, self.apikey, self.apikey_file,
+                                               self.state_dir), ca=self.ca)
+
+
+def _client(ctx: click.Context):
+    try:
+        return ctx.obj.client()
+    except PullerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _call(ctx: click.Context, method: str, path: str, body=None):
+    client = _client(ctx)
+    try:
+        return client.call(method, path, body)
+    except PullerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _service_path(name: str, *rest: str) -> str:
+    """The API path of service ``name``: a name the definitions would refuse is refused here."""
+    from .control.client import service_path
+
+    try:
+        return service_path(name, *rest)
+    except PullerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.command("pull")
+@click.argument("name")
+@click.option("--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@click.pass_context
+def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
+    """Check NAME's image in the registry now, and deploy it if it moved."""
+    if everywhere:
+        result = _call(ctx, "POST", _service_path(name, "pull-all"))
+        if as_json:
+            return _echo_json(result)
+        errors = []
+        for node in result["nodes"]:
+            if node.get("error"):
+                errors.append(f"{node.get('node') or node.get('addr')}: {node['error']}")
+            elif node.get("runs_here"):
+                what = "; ".join(f"{s['action']}: {s['reason']}" for s in node["steps"])
+                click.echo(f"{node['node']}: {'pulled; ' if node['pulled'] else ''}{what}")
+                errors += [f"{node['node']}: {e}" for e in node.get("errors", [])]
+            else:
+                click.echo(f"{node['node']}: does not run {name}")
+        if errors:
+            raise click.ClickException("; ".join(errors))
+        return
+    result = _call(ctx, "POST", _service_path(name, "pull"))
+    if as_json:
+        _echo_json(result)
+    else:
+        digest = (result.get("registry_digest") or "unknown digest")[:19]
+        what = "; ".join(f"{s['action']}: {s['reason']}" for s in result["steps"]) or "nothing to do"
+        click.echo(f"{name} on {result['node']}: {result['image']} is {digest} in the registry; "
+                   f"{'pulled; ' if result['pulled'] else ''}{what}")
+    if result.get("errors"):
+        raise click.ClickException("; ".join(result["errors"]))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _short(digest: str | None) -> str:
+    return digest[7:19] if digest else "-"
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+@click.command("ls")
+@json_option
+@click.pass_context
+def ls_command(ctx: click.Context, as_json: bool) -> None:
+    """List the services defined (and which run on this node)."""
+    result = _call(ctx, "GET", "/v1/services")
+    if as_json:
+        return _echo_json(result)
+    _table([[s["name"], s["repo"], s.get("digest") and _short(s["digest"]) or s["tag"],
+             s["node"] or "*", "yes" if s["runs_here"] else "no"] for s in result["services"]],
+           ["SERVICE", "REPO", "TAG", "NODE", "HERE"])
+    for error in result["errors"]:
+        click.echo(f"warning: {error}", err=True)
+
+
+@click.command("status")
+@json_option
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Each node's services: state, image, running and registry digests, last error."""
+    result = _call(ctx, "GET", "/v1/cluster")
+    if as_json:
+        return _echo_json(result)
+    rows = []
+    for node in result["nodes"]:
+        if node.get("error"):  # a peer that did not answer
+            rows.append([node.get("node") or node.get("addr"), "-", "unreachable", "-", "-", "-",
+                         node["error"][:80]])
+        for name, s in sorted(node.get("services", {}).items()):
+            rows.append([node["node"], name, s["state"], s["image"], _short(s["running_digest"]),
+                         _short(s["registry_digest"]), (s["error"] or "")[:80]])
+    _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
+
+
+@click.command("apply")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@json_option
+@click.pass_context
+def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
+    """Send definition FILES to the daemon, which validates and writes them."""
+    import os
+
+    import yaml
+
+    from .control.client import DaemonUnreachable, service_path
+
+    client = _client(ctx)
+    failed = []
+    results = []
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            data = yaml.safe_load(raw)
+        except (OSError, yaml.YAMLError) as exc:
+            failed.append(f"{path}: {exc}")
+            continue
+        name = data.get("name") if isinstance(data, dict) else None
+        name = str(name or os.path.splitext(os.path.basename(path))[0])
+        try:
+            result = client.call("PUT", service_path(name), raw=raw,
+                                 content_type="application/yaml")
+        except DaemonUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
+        except PullerError as exc:
+            failed.append(f"{path}: {exc}")
+            continue
+        results.append(result)
+        if not as_json:
+            click.echo(f"{name}: written to {result['path']}"
+                       f"{'' if result['runs_here'] else ' (does not run on this node)'}")
+    if as_json:
+        _echo_json(results)
+    if failed:
+        raise click.ClickException("\n".join(failed))
+
+
+@click.command("rm")
+@click.argument("name")
+@json_option
+@click.pass_context
+def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Delete service NAME's definition (its containers are removed)."""
+    result = _call(ctx, "DELETE", _service_path(name))
+    _echo_json(result) if as_json else click.echo(f"{name}: removed")
+
+
+@click.command("tag")
+@click.argument("name")
+@click.argument("tag")
+@json_option
+@click.pass_context
+def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
+    """Run tag TAG of NAME's image (and drop any digest pin)."""
+    result = _call(ctx, "POST", _service_path(name, "tag"), {"tag": tag})
+    _echo_json(result) if as_json else click.echo(f"{name}: now {result['service']['tag']}")
+
+
+@click.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", default=None, metavar="TAG|sha256:...",
+              help="Roll back to this tag (the digest it ran here, when known) or digest.")
+@json_option
+@click.pass_context
+def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: bool) -> None:
+    """Make NAME's previous revision current again, pinned to the digest that ran then."""
+    result = _call(ctx, "POST", _service_path(name, "rollback"), {"to": to} if to else None)
+    if as_json:
+        return _echo_json(result)
+    service = result["service"]
+    click.echo(f"{name}: now {service['tag']}"
+               f"{' at ' + service['digest'] if service.get('digest') else ''}")
+
+
+@click.command("history")
+@click.argument("name")
+@json_option
+@click.pass_context
+def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
+    """NAME's revisions on this node, newest last, with the digest each ran."""
+    result = _call(ctx, "GET", _service_path(name, "history"))
+    if as_json:
+        return _echo_json(result)
+    _table([[_when(r["at"]), r["source"], r["node"], r["fields"]["tag"],
+             _short(r["fields"].get("digest")), _short(r.get("digest"))]
+            for r in result["revisions"]],
+           ["WHEN", "SOURCE", "NODE", "TAG", "PINNED", "RAN"])
+
+
+CLIENT_COMMANDS = (pull_command, ls_command, status_command, apply_command, rm_command, tag_command, rollback_command, history_command)
