@@ -34,7 +34,7 @@ from .definitions import (definition_path, is_definition_file, parse_definition,
 from .errors import DefinitionError, PullerError
 from .frames import PROTOCOL_VERSION, FrameError, Receiver, encode, frame_length
 from .fsutil import write_atomically
-from .gossip import Gossip, GossipError
+from .gossip import MAX_STEPS, Gossip, GossipError
 from .versions import TOMBSTONE_GRACE_MS, Clock, Record, Store, Version
 
 log = logging.getLogger(__name__)
@@ -408,16 +408,17 @@ class Cluster:
                 with self.lock:
                     request = self.gossip.sync_request()
                 reply = self._request(sock, peer, request)
-                with self.lock:
-                    answer, won = self.gossip.handle(reply) if reply.get("type") != "in-sync" \
-                        else (None, [])
+                for _ in range(MAX_STEPS):  # answer each reply until we have nothing to say
+                    with self.lock:
+                        answer, won = self.gossip.handle(reply)
+                        if won:
+                            self._observe(won)
+                            self._apply(won)
                     if won:
-                        self._observe(won)
-                        self._apply(won)
-                if won:
-                    self.on_change()
-                if answer is not None:
-                    self._request(sock, peer, answer)
+                        self.on_change()
+                    if answer is None:
+                        break
+                    reply = self._request(sock, peer, answer)
                 peers = self._request(sock, peer, {"type": "peers", "body": {}})
         except (OSError, FrameError, GossipError, ValueError) as exc:
             self._failed(peer, exc)

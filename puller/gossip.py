@@ -36,6 +36,7 @@ SYNC_REPLY = "sync-reply"
 
 MAX_RECORDS = 500  # records per message, at most
 MAX_BYTES = 2 * 1024 * 1024  # JSON bytes of records per message, about (one record always fits)
+MAX_STEPS = 2  # replies the initiator of an exchange handles, at most (sync-reply, ack)
 _MAX_WARNED = 1000  # distinct skipped entries remembered, to warn only once about each
 
 
