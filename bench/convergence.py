@@ -396,10 +396,10 @@ def render(runs: list[Run], sizes: list[int], seeds: list[int], fanout: int, ela
     steady = 2 * fanout
     lines += [
         "",
-        f"Every exchange costs 2 messages (sync, in-sync), or up to 4 when the digests differ "
-        f"(sync, sync-reply, push, ack). Each sync carries the full summary ({SERVICES} versions), "
-        f"which is most of the bytes. After convergence the steady cost is {steady} messages per "
-        f"node per round.",
+        f"An exchange between nodes that agree is 2 messages (sync, in-sync); one between nodes "
+        f"that differ goes on until the initiator has nothing more to say (see "
+        f"the gossip module). After convergence the steady cost is {steady} messages per node "
+        f"per round; the bytes of single exchanges are below.",
         "",
         f"Target: rounds grow like log N, at most {TARGET_ROUNDS} at N=1000. Worst run at "
         f"N={max(sizes)}: {worst_at_largest} rounds "
