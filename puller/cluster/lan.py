@@ -36,7 +36,7 @@ from .backend import Handler
 from .dirsync import DirectorySync, wall_ms
 from .discovery import Discovery
 from .frames import Envelope, FrameError, Receiver, encode
-from .gossip import Gossip, GossipError
+from .gossip import MAX_STEPS, Gossip, GossipError
 from .peers import Membership, Peer, SelfConnection, is_loopback, join_host_port
 from .server import Budget, Busy, SyncServer, read_frame
 from .versions import Clock, FutureRecord, Record, Store
@@ -242,10 +242,12 @@ class Cluster:
                 with self.lock:
                     request = self.gossip.sync_request()
                 reply = self._request(sock, peer, request)
-                answer = (self._merge_reply(reply, f"{peer.node or 'a peer'} at {peer.addr}")
-                          if reply.get("type") != "in-sync" else None)
-                if answer is not None:
-                    self._request(sock, peer, answer)
+                sender = f"{peer.node or 'a peer'} at {peer.addr}"
+                for _ in range(MAX_STEPS):  # answer each reply until we have nothing to say
+                    answer = self._merge_reply(reply, sender)
+                    if answer is None:
+                        break
+                    reply = self._request(sock, peer, answer)
                 peers = self._request(sock, peer, {"type": "peers", "body": {}})
         except (OSError, FrameError, GossipError, ValueError) as exc:
             self.members.failed(peer, exc)

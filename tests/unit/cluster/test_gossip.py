@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -10,8 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from puller.cluster import gossip as gossip_module
 from puller.errors import PullerError
-from puller.cluster.gossip import Gossip, GossipError
+from puller.cluster.frames import encode
+from puller.cluster.gossip import MAX_STEPS, Gossip, GossipError
 from puller.cluster.versions import MAX_DRIFT_MS, MAX_INT, MAX_TEXT, Record, Store, Version
 
 T = 1_700_000_000_000
@@ -22,25 +25,57 @@ def rec(name="web", counter=0, node="a", text="name: web\n", wall=T):
     return Record(name, Version(wall, counter, node), text)
 
 
+def many(count, wall=T - 3_600_000):
+    """``count`` services, as every node of a settled cluster holds them."""
+    return [rec(f"svc-{i:03d}", node="seed", wall=wall, text=f"name: svc-{i:03d}\n")
+            for i in range(count)]
+
+
 def wire(message):
     """What the other side gets: the message through JSON, as over a socket."""
     return None if message is None else json.loads(json.dumps(message))
 
 
+def frame_bytes(message):
+    """The real frame of ``message`` from a typical node, header included."""
+    return len(encode(message, secret=b"k" * 32, cluster="default", sender="node-0001",
+                      addr="10.0.0.1:7946", wall_ms=T, nonce="0" * 24))
+
+
+def converse(a: Gossip, b: Gossip) -> list[dict]:
+    """One exchange started by ``a``, as ``Cluster._sync_with`` drives it: every
+    message sent, in order. ``b`` answers every message; ``a`` until it has nothing
+    more to say, within ``MAX_STEPS`` replies."""
+    sent = [wire(a.sync_request())]
+    for _ in range(MAX_STEPS):
+        reply, _ = b.handle(sent[-1])
+        assert reply is not None, "a sync always gets a reply"
+        sent.append(wire(reply))
+        answer, _ = a.handle(sent[-1])
+        if answer is None:
+            return sent
+        sent.append(wire(answer))
+    raise AssertionError(f"an exchange did not end within {MAX_STEPS} replies")
+
+
 def exchange(a: Gossip, b: Gossip) -> tuple[int, list[Record], list[Record]]:
     """One exchange started by ``a``: (messages sent, records won at a, at b)."""
-    sent, won_a, won_b = 1, [], []
-    reply, won = b.handle(wire(a.sync_request()))
-    assert won == []
-    sent += 1
-    push, won_a = a.handle(wire(reply))
-    if push is not None:
-        sent += 1
-        ack, won_b = b.handle(wire(push))
-        assert ack == {"type": "ack", "body": {}}
-        sent += 1
-        assert a.handle(wire(ack)) == (None, [])
-    return sent, won_a, won_b
+    won = {id(a): [], id(b): []}
+    sent = [wire(a.sync_request())]
+    handler, other = b, a
+    for _ in range(2 * MAX_STEPS):
+        reply, records = handler.handle(sent[-1])
+        won[id(handler)] += records
+        if reply is None:
+            assert handler is a, "a sync always gets a reply"
+            return len(sent), won[id(a)], won[id(b)]
+        sent.append(wire(reply))
+        handler, other = other, handler
+    raise AssertionError(f"an exchange did not end within {MAX_STEPS} replies")
+
+
+def kinds(messages: list[dict]) -> list[str]:
+    return [m["type"] for m in messages]
 
 
 # --- messages --------------------------------------------------------------------------
@@ -57,56 +92,114 @@ def test_push_is_acknowledged_and_returns_what_won():
     assert b.handle(wire(message)) == ({"type": "ack", "body": {}}, [])
 
 
-def test_sync_request_carries_digest_and_summary():
-    store = Store([rec(), rec("db", text=None)])
-    assert Gossip(store).sync_request() == {"type": "sync", "body": {
-        "digest": store.digest(), "summary": {"web": [T, 0, "a"], "db": [T, 0, "a"]}}}
+def test_sync_request_carries_the_digest_and_the_newest_wall():
+    store = Store([rec(), rec("db", wall=T + 5, text=None)])
+    digest = base64.urlsafe_b64encode(bytes.fromhex(store.digest())[:18]).decode()
+    assert len(digest) == 24
+    assert Gossip(store).sync_request() == {
+        "type": "sync", "body": {"digest": digest, "newest": T + 5}}
+    assert Gossip(Store()).sync_request()["body"].keys() == {"digest"}
 
 
-def test_equal_stores_are_in_sync():
-    a, b = Gossip(Store([rec()])), Gossip(Store([rec()]))
+@pytest.mark.parametrize("services", [0, 1, 20, 500])
+def test_equal_stores_are_in_sync(services):
+    a, b = Gossip(Store(many(services))), Gossip(Store(many(services)))
     assert b.handle(wire(a.sync_request())) == ({"type": "in-sync", "body": {}}, [])
     assert a.handle({"type": "in-sync", "body": {}}) == (None, [])
 
 
-def test_sync_reply_sends_newer_records_and_asks_for_the_rest():
+@pytest.mark.parametrize("services", [20, 500])
+def test_nodes_that_agree_exchange_two_frames_of_at_most_300_bytes(services):
+    messages = converse(Gossip(Store(many(services))), Gossip(Store(many(services))))
+    assert kinds(messages) == ["sync", "in-sync"]
+    # Whatever the number of services: a 24-character digest and a 13-digit wall.
+    assert [frame_bytes(m) for m in messages] == [282, 227]
+
+
+def test_an_edit_newer_than_all_the_other_holds_goes_at_once():
+    edit = rec("svc-123", node="b", text="edited\n")
+    a, b = Gossip(Store(many(500))), Gossip(Store([*many(500), edit]))
+    messages = converse(a, b)  # b holds it: it goes in b's first reply
+    assert kinds(messages) == ["sync", "sync-reply"]
+    assert a.store.get("svc-123") == edit and a.store.digest() == b.store.digest()
+    a, b = Gossip(Store([*many(500), edit])), Gossip(Store(many(500)))
+    messages = converse(a, b)  # a holds it: it goes as soon as a hears b's newest
+    assert kinds(messages) == ["sync", "sync-reply", "sync", "ack"]
+    assert b.store.get("svc-123") == edit and a.store.digest() == b.store.digest()
+    assert sum(frame_bytes(m) for m in messages) < 1400
+
+
+@pytest.mark.parametrize("holder", ["initiator", "other"])
+def test_the_descent_finds_one_old_record_among_500(holder):
+    full, lacking = many(500), many(500)
+    missing = lacking.pop(321)
+    stores = (Store(full), Store(lacking)) if holder == "initiator" else \
+        (Store(lacking), Store(full))
+    a, b = Gossip(stores[0]), Gossip(stores[1])
+    messages = converse(a, b)
+    assert a.store.digest() == b.store.digest() and a.store.get(missing.name) == missing
+    bodies = [m["body"] for m in messages]
+    assert "buckets" in bodies[1] and "buckets" in bodies[2]  # two levels of 16 buckets
+    assert "summaries" in bodies[3]  # then the few names of one bucket
+    assert len(messages) == 6 and sum(frame_bytes(m) for m in messages) < 2000
+    assert sum(len(b.get("records", [])) for b in bodies) == 1
+
+
+def test_a_small_store_is_summarised_at_once():
     a = Gossip(Store([rec("a", counter=2), rec("b", counter=1), rec("only-a")]))
     b = Gossip(Store([rec("a", counter=1), rec("b", counter=2), rec("only-b", text=None)]))
     reply, won = b.handle(wire(a.sync_request()))
-    assert won == []
-    assert reply["type"] == "sync-reply"
+    assert won == [] and reply["type"] == "sync-reply"
+    assert list(reply["body"]["summaries"]) == [""]
+    assert sorted(reply["body"]["summaries"][""]) == ["a", "b", "only-b"]
+
+
+def test_a_summary_is_answered_with_newer_records_and_the_names_wanted():
+    a = Store([rec("a", counter=2), rec("b", counter=1), rec("only-a")])
+    b = Gossip(Store([rec("a", counter=1), rec("b", counter=2), rec("only-b", text=None)]))
+    summary = {"": {name: r.version.to_json() for name, r in a.records.items()}}
+    reply, won = b.handle(wire({"type": "sync", "body": {"summaries": summary}}))
+    assert won == [] and reply["type"] == "sync-reply"
     assert sorted(r["name"] for r in reply["body"]["records"]) == ["b", "only-b"]
     assert reply["body"]["want"] == ["a", "only-a"]
-    push, won = a.handle(wire(reply))
-    assert sorted(r.name for r in won) == ["b", "only-b"]
-    assert sorted(r["name"] for r in push["body"]["records"]) == ["a", "only-a"]
-    ack, won = b.handle(wire(push))
-    assert sorted(r.name for r in won) == ["a", "only-a"]
+
+
+def test_one_exchange_makes_two_stores_equal():
+    a = Gossip(Store([rec("a", counter=2), rec("b", counter=1), rec("only-a")]))
+    b = Gossip(Store([rec("a", counter=1), rec("b", counter=2), rec("only-b", text=None)]))
+    sent, won_a, won_b = exchange(a, b)
+    assert sorted(r.name for r in won_a) == ["b", "only-b"]
+    assert sorted(r.name for r in won_b) == ["a", "only-a"]
     assert a.store.digest() == b.store.digest()
     assert a.store.get("only-b").deleted
+    assert exchange(a, b) == (2, [], [])  # then only sync + in-sync
+    assert exchange(b, a) == (2, [], [])
 
 
-def test_nothing_wanted_means_no_push():
+def test_nothing_to_say_ends_the_exchange():
     a = Gossip(Store())
     b = Gossip(Store([rec()]))
-    push, won = a.handle(wire(b.handle(wire(a.sync_request()))[0]))
-    assert push is None and won == [rec()]
+    sent, won_a, won_b = exchange(a, b)  # b's summary, a's want, b's record
+    assert sent == 4 and won_a == [rec()] and won_b == []
+    a, b = Gossip(Store([rec()])), Gossip(Store())
+    assert exchange(a, b) == (4, [], [rec()])  # b's empty summary, a's record, b's ack
 
 
 def test_a_wanted_name_we_no_longer_hold_is_skipped():
     a = Gossip(Store([rec()]))
-    reply = {"type": "sync-reply", "body": {"records": [], "want": ["gone", 5, "web"]}}
-    push, won = a.handle(reply)
-    assert [r["name"] for r in push["body"]["records"]] == ["web"]
+    reply = {"type": "sync-reply", "body": {"want": ["gone", 5, "web"]}}
+    answer, won = a.handle(reply)
+    assert answer["type"] == "sync"
+    assert [r["name"] for r in answer["body"]["records"]] == ["web"]
+    assert a.handle({"type": "sync-reply", "body": {"want": ["gone"]}}) == (None, [])
 
 
-def test_one_exchange_makes_two_stores_equal():
-    a = Gossip(Store([rec("x", counter=1), rec("y", text=None)]))
-    b = Gossip(Store([rec("x", counter=2, node="b"), rec("z")]))
-    sent, won_a, won_b = exchange(a, b)
-    assert sent == 4
+def test_a_collision_of_bucket_digests_costs_a_summary_not_a_difference(monkeypatch):
+    monkeypatch.setattr(gossip_module, "BUCKET_BYTES", 0)  # every bucket digest collides
+    a, b = Gossip(Store(many(100))), Gossip(Store(many(99)))
+    messages = converse(a, b)
     assert a.store.digest() == b.store.digest()
-    assert exchange(a, b) == (2, [], [])  # then only sync + in-sync
+    assert list(messages[2]["body"]["summaries"]) == [""]  # equal sub-buckets: the summary
 
 
 # --- caps ------------------------------------------------------------------------------
@@ -132,8 +225,9 @@ def test_the_newest_records_go_first():
 def test_wanted_names_are_capped():
     a = Gossip(Store([rec(f"s{i}") for i in range(5)]))
     b = Gossip(Store(), max_records=2)
-    reply, _ = b.handle(wire(a.sync_request()))
-    assert reply["body"]["want"] == ["s0", "s1"]
+    summary, _ = a.handle(wire(b.sync_request()))  # a's summary of its few names
+    answer, _ = b.handle(wire(summary))
+    assert len(answer["body"]["want"]) == 2 and set(answer["body"]["want"]) < set(a.store.records)
 
 
 def test_bytes_per_message_are_capped_but_one_record_always_goes():
@@ -146,9 +240,11 @@ def test_bytes_per_message_are_capped_but_one_record_always_goes():
     assert tiny.push([]) == {"type": "push", "body": {"records": []}}
 
 
-def test_max_records_must_be_positive():
+def test_max_records_must_be_positive_and_leaf_not_negative():
     with pytest.raises(ValueError):
         Gossip(Store(), max_records=0)
+    with pytest.raises(ValueError):
+        Gossip(Store(), leaf=-1)
 
 
 # --- malformed input -------------------------------------------------------------------
@@ -158,11 +254,20 @@ def test_max_records_must_be_positive():
     None, [], "sync", {}, {"type": "push"}, {"type": 1, "body": {}}, {"type": "push", "body": []},
     {"type": "hello", "body": {}},
     {"type": "push", "body": {}}, {"type": "push", "body": {"records": {}}},
-    {"type": "sync", "body": {"summary": {}}}, {"type": "sync", "body": {"digest": "x"}},
-    {"type": "sync", "body": {"digest": "x", "summary": []}},
-    {"type": "sync-reply", "body": {"records": []}},
+    {"type": "sync", "body": {}}, {"type": "sync", "body": {"summary": {}}},
+    {"type": "sync", "body": {"digest": 7}}, {"type": "sync", "body": {"newest": "1"}},
+    {"type": "sync", "body": {"newest": True}}, {"type": "sync", "body": {"newest": -2}},
     {"type": "sync-reply", "body": {"records": [], "want": "web"}},
-    {"type": "sync-reply", "body": {"want": []}},
+    {"type": "sync-reply", "body": {"records": {}}},
+    {"type": "sync-reply", "body": {"buckets": []}},
+    {"type": "sync-reply", "body": {"buckets": {"x": "A" * 44}}},
+    {"type": "sync-reply", "body": {"buckets": {"0" * 8: "A" * 44}}},
+    {"type": "sync-reply", "body": {"buckets": {"": "A" * 40}}},
+    {"type": "sync-reply", "body": {"buckets": {"": "!" * 44}}},
+    {"type": "sync-reply", "body": {"buckets": {"": 5}}},
+    {"type": "sync", "body": {"summaries": []}},
+    {"type": "sync", "body": {"summaries": {"": []}}},
+    {"type": "sync", "body": {"summaries": {"0" * 9: {}}}},
 ])
 def test_malformed_messages_raise_gossip_error(message):
     with pytest.raises(GossipError) as error:
@@ -189,8 +294,8 @@ def test_a_bad_record_is_skipped_the_others_merged(caplog):
 
 def test_bad_summary_entries_are_ignored():
     a = Gossip(Store([rec("web")]))
-    message = {"type": "sync", "body": {"digest": "x", "summary": {
-        "web": "nonsense", "../evil": [T, 0, "a"], "db": [T, 0, "b"]}}}
+    message = {"type": "sync", "body": {"summaries": {"": {
+        "web": "nonsense", "../evil": [T, 0, "a"], "db": [T, 0, "b"]}}}}
     reply, _ = a.handle(message)
     assert reply["body"]["want"] == ["db"]
     assert [r["name"] for r in reply["body"]["records"]] == ["web"]
@@ -224,18 +329,21 @@ def test_without_a_list_for_them_refusals_are_logged(caplog):
 def test_a_version_from_the_future_is_not_asked_for():
     gossip = Gossip(Store())
     summary = {"web": FORGED.version.to_json(), "db": [T + MAX_DRIFT_MS, 0, "b"]}
-    reply, _ = gossip.handle({"type": "sync", "body": {"digest": "x", "summary": summary}}, T)
+    reply, _ = gossip.handle({"type": "sync", "body": {"summaries": {"": summary}}}, T)
     assert reply["body"]["want"] == ["db"]
 
 
 def test_an_exchange_converges_on_what_is_within_the_drift():
     a = Gossip(Store([rec("x", counter=1), FORGED]))
     b = Gossip(Store([rec(), rec("x", counter=2, node="b")]))
-    reply, _ = b.handle(wire(a.sync_request()), T)
-    assert reply["body"]["want"] == []  # not web: its version is from the future
-    push, won = a.handle(wire(reply), T)
-    assert push is None and won == [rec("x", counter=2, node="b")]
-    assert b.store.get("web") == rec()
+    message = a.sync_request()
+    for _ in range(MAX_STEPS):
+        reply, _ = b.handle(wire(message), T)
+        message, _ = a.handle(wire(reply), T) if reply is not None else (None, [])
+        if message is None:
+            break
+    assert a.store.get("x") == b.store.get("x") == rec("x", counter=2, node="b")
+    assert b.store.get("web") == rec()  # not the forged one: its version is from the future
 
 
 # --- properties and a small cluster ----------------------------------------------------
@@ -247,8 +355,10 @@ def _record(name: str, version: Version) -> Record:
     return Record(name, version, None if deleted else f"{name} {version}")
 
 
-records = st.builds(_record, st.sampled_from(["a", "b", "c", "d"]),
-                    st.builds(Version, st.integers(0, 3), st.integers(0, 2), st.sampled_from(["n1", "n2"])))
+versions = st.builds(Version, st.integers(0, 3), st.integers(0, 2), st.sampled_from(["n1", "n2"]))
+records = st.builds(_record, st.sampled_from(["a", "b", "c", "d"]), versions)
+# enough names for several buckets and a few levels of them
+more_records = st.builds(_record, st.sampled_from([f"s{i:02d}" for i in range(40)]), versions)
 
 
 @PROPERTY
@@ -258,6 +368,28 @@ def test_exchanges_converge_on_the_join(left, right, cap):
     joined = Store([*left, *right])
     for _ in range(4 // cap + 1):
         exchange(a, b)
+    assert dict(a.store.records) == dict(b.store.records) == dict(joined.records)
+
+
+@PROPERTY
+@given(st.lists(more_records, max_size=60), st.lists(more_records, max_size=60),
+       st.integers(1, 4), st.sampled_from([0, 1, 8]), st.sampled_from([0, 1, 2]))
+def test_any_two_stores_converge_through_the_digest_descent(left, right, cap, leaf, bucket_bytes):
+    """Whatever the stores, message caps, leaf size and bucket digest length (0: every
+    bucket digest collides, 1: many do), every exchange between stores that differ
+    moves at least one record, and they end equal to the join."""
+    joined = Store([*left, *right])
+    a = Gossip(Store(left), max_records=cap, leaf=leaf)
+    b = Gossip(Store(right), max_records=cap, leaf=leaf)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gossip_module, "BUCKET_BYTES", bucket_bytes)
+        for turn in range(2 * len(joined) + 1):
+            if a.store.digest() == b.store.digest():
+                break
+            first, second = (a, b) if turn % 2 == 0 else (b, a)
+            _, won_first, won_second = exchange(first, second)
+            assert won_first or won_second
+        assert exchange(a, b) == (2, [], [])
     assert dict(a.store.records) == dict(b.store.records) == dict(joined.records)
 
 
