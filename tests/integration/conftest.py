@@ -12,6 +12,7 @@ import urllib.request
 
 from puller.daemon import Config, Daemon
 
+from ..cluster.conftest import free_port_pair
 from ..testenv import Cleanup, free_port, wait_until
 
 HERE = os.path.dirname(__file__)
@@ -115,7 +116,7 @@ def live_node(tmp_path, cleanup):
         directory.mkdir()
         # no mDNS: a node of this test must not find another test's (or session's) daemons
         settings = {"node": cleanup.node(), "directory": str(directory),
-                    "port": free_port() - 1, "interval": 600.0, "zeroconf": False,
+                    "port": free_port_pair(), "interval": 600.0, "zeroconf": False,
                     "state_dir": str(tmp_path / f"state-{len(nodes)}"), **overrides}
         daemon = Daemon(Config(**settings))
         thread = threading.Thread(target=daemon.run, name="test-daemon")

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from ..certs import certificate
-from ..testenv import build_image, fetch, free_port, serving, wait_until
+from ..cluster.conftest import free_port_pair
+from ..testenv import build_image, fetch, serving, wait_until
 from ..unprivileged import nobody  # noqa: F401  (a fixture)
 
 PWN = "docker run --privileged -v /:/host busybox chroot /host id"
@@ -300,7 +301,7 @@ def daemon_process(tmp_path, cleanup):
         with open(log_path, "a") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "puller", "-d", f"-node={cleanup.node('tls')}",
-                 f"-dir={directory}", f"-port={free_port() - 1}",
+                 f"-dir={directory}", f"-port={free_port_pair()}",
                  f"-state-dir={tmp_path / f'state-{index}'}", "-zeroconf=false", *extra],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         process.log = lambda: log_path.read_text()
