@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 from puller.daemon import Config, Daemon
-from puller.node.definitions import definition_fields, write_definition
+from puller.node.definitions import definition_fields
+from puller.node.writer import write_definition
 from puller.node.history import rollback_fields
 
 from ..testenv import build_image, fetch, inspect, serving
