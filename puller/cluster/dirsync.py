@@ -31,7 +31,8 @@ from ..errors import DefinitionError
 from ..faults import OnceLog
 from ..fsutil import write_atomically
 from ..node.definitions import (TwoFiles, definition_path, is_definition_file, parse_definition,
-                                read_text, remove_definition)
+                                read_text)
+from ..node.writer import remove_definition
 from .versions import TOMBSTONE_GRACE_MS, Clock, Record, Store, Version
 
 log = logging.getLogger(__name__)

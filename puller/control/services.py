@@ -35,7 +35,8 @@ def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
     from ..errors import DefinitionError
-    from ..node.definitions import FIELDS, definition_fields, write_definition
+    from ..node.definitions import FIELDS, definition_fields
+    from ..node.writer import write_definition
 
     name = fields.get("name")
     unknown = sorted(str(key) for key in fields if key not in FIELDS)
@@ -53,6 +54,25 @@ def _write(api: Api, fields: dict[str, Any], source: str) -> dict[str, Any]:
     api.node.wake()
     return {"service": definition_fields(service), "path": service.path,
             "runs_here": service.matches(api.node.node)}
+
+
+def _write_all(api: Api, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write every definition or none (a failure half-way puts the others back)."""
+    from ..errors import DefinitionError
+    from ..node.definitions import definition_fields
+    from ..node.writer import write_definitions
+
+    try:
+        for item in items:
+            api.node.history.expect(str(item.get("name")), "api")
+        services = write_definitions(api.node.directory, items)
+    except DefinitionError as exc:
+        raise ApiProblem(400, f"nothing written: {exc}") from None
+    except OSError as exc:
+        raise ApiProblem(500, f"nothing written: cannot write the definitions: {exc}") from None
+    api.node.wake()
+    return [{"service": definition_fields(s), "path": s.path, "runs_here": s.matches(api.node.node)}
+            for s in services]
 
 
 def _current(api: Api, name: str):
@@ -114,12 +134,12 @@ def put_services(api: Api, request: Request) -> tuple[int, Any]:
                 parse_definition(text, path)
             except DefinitionError as exc:
                 raise ApiProblem(400, f"nothing written: {exc}") from None
-        return 200, {"written": [_write(api, item, "api") for item in data]}
+        return 200, {"written": _write_all(api, data)}
 
 
 @route("DELETE", "/v1/services/{name}")
 def delete_service(api: Api, request: Request) -> tuple[int, Any]:
-    from ..node.definitions import remove_definition
+    from ..node.writer import remove_definition
 
     name = request.params["name"]
     with api.write_lock:
@@ -139,8 +159,9 @@ def set_tag(api: Api, request: Request) -> tuple[int, Any]:
     tag = body.get("tag") if isinstance(body, dict) else None
     if not isinstance(tag, str) or not tag:
         raise ApiProblem(400, 'expected {"tag": "<tag>"}')
-    fields = without_pin(definition_fields(_current(api, request.params["name"])))
-    return 200, _write(api, {**fields, "tag": tag}, "tag")
+    with api.write_lock:  # read, modify, write: no PUT in between is lost
+        fields = without_pin(definition_fields(_current(api, request.params["name"])))
+        return 200, _write(api, {**fields, "tag": tag}, "tag")
 
 
 @route("POST", "/v1/services/{name}/rollback")
@@ -153,12 +174,13 @@ def rollback(api: Api, request: Request) -> tuple[int, Any]:
     to = body.get("to") if isinstance(body, dict) else None
     if to is not None and (not isinstance(to, str) or not to):
         raise ApiProblem(400, 'expected {"to": "<tag>|sha256:<digest>"} or no body')
-    current = definition_fields(_current(api, name))
-    try:
-        fields = rollback_fields(api.node.history.revisions(name), current, to)
-    except NoRollback as exc:
-        raise ApiProblem(409, str(exc)) from None
-    return 200, _write(api, fields, "rollback")
+    with api.write_lock:  # read, modify, write: no PUT in between is lost
+        current = definition_fields(_current(api, name))
+        try:
+            fields = rollback_fields(api.node.history.revisions(name), current, to)
+        except NoRollback as exc:
+            raise ApiProblem(409, str(exc)) from None
+        return 200, _write(api, fields, "rollback")
 
 
 @route("GET", "/v1/services/{name}/history")

@@ -1,9 +1,7 @@
 """Service definition files: YAML in, validated ``Service`` values out.
 
 ``parse_definition`` is pure (text in, value or ``DefinitionError`` out).
-``write_definition`` and ``remove_definition`` are the only ways puller
-changes a file: validated first, written atomically, and a file that is not a
-valid definition is never removed. Reading a whole directory is
+Writing and removing files is ``writer``'s. Reading a whole directory is
 ``directory.DefinitionDir``.
 """
 
@@ -23,9 +21,7 @@ import yaml
 
 from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, RunLineError
-from ..fsutil import write_atomically
 from ..images.reference import Reference
-from .edit import edit_text, retag_image_token
 from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)
@@ -371,106 +367,3 @@ def definition_path(directory: str, name: str) -> str:
     if len(found) > 1:
         raise TwoFiles(found)
     return found[0] if found else os.path.join(directory, name + ".yml")
-
-
-def write_definition(directory: str, fields: dict[str, Any]) -> Service:
-    """Validate ``fields`` exactly as a file is validated, then write the file
-    atomically. Nothing is written when they are invalid."""
-    name = fields.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise DefinitionError(os.path.join(directory, f"{name}.yml"),
-                              f"name {name!r} is not a valid service name")
-    path = definition_path(directory, name)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            existing: str | None = handle.read(constants.MAX_DEFINITION_BYTES + 1)
-    except FileNotFoundError:
-        existing = None
-    except (OSError, UnicodeDecodeError):
-        existing = ""
-    text = _edited(existing, fields, path) if existing else render_definition(fields)
-    if len(text.encode()) > constants.MAX_DEFINITION_BYTES:
-        raise DefinitionError(path, f"the definition is over {constants.MAX_DEFINITION_BYTES} "
-                                    "bytes, the most a file may hold")
-    service = parse_definition(text, path)
-    write_atomically(path, text, mode=_private_mode(path))
-    return service
-
-
-def _private_mode(path: str) -> int:
-    """0600 for a new file; an existing file keeps its owner's and group's bits,
-    never others' (a run line carries secrets and is run as root)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode) & 0o770
-    except FileNotFoundError:
-        return DEFINITION_MODE
-
-
-def _edited(existing: str, fields: dict[str, Any], path: str) -> str:
-    """The file's own text with only the fields that change changed (``edit``);
-    a whole new text when the old one cannot be read as a definition."""
-    try:
-        old = parse_definition(existing, path)
-    except DefinitionError:
-        return render_definition(fields)
-    before = definition_fields(old)
-    wanted = {key: value for key, value in fields.items() if value is not None}
-    changes: dict[str, Any] = {}
-    for key in FIELDS:
-        if wanted.get(key) != before.get(key) and not (key == "node" and not wanted.get(key)
-                                                        and not before.get(key)):
-            changes[key] = wanted.get(key) if wanted.get(key) not in ("", None) else None
-    if ("tag" in changes or "digest" in changes) and "bash" not in changes:
-        token = _image_token(old, wanted)
-        if token is not None:
-            changes["bash"] = token
-    try:
-        return edit_text(existing, changes, path)
-    except DefinitionError:
-        return render_definition(fields)
-
-
-def _image_token(old: Service, wanted: dict[str, Any]) -> str | None:
-    """The bash line with its image token moved to the new tag or digest, when
-    the token names one (``web:v1``), spelled as the person spelled the
-    repository; None when it names none."""
-    token = old.run.image
-    image = Reference.parse(token)
-    if not (image.tag or image.digest):
-        return None
-    base = token.split("@", 1)[0]
-    if ":" in base.rsplit("/", 1)[-1]:
-        base = base.rsplit(":", 1)[0]
-    new = (f"{base}@{wanted['digest']}" if wanted.get("digest")
-           else f"{base}:{wanted.get('tag') or constants.DEFAULT_TAG}")
-    return retag_image_token(old.bash, token, new)
-
-
-def removable_definition(directory: str, name: str) -> str | None:
-    """The file a deletion of ``name`` may remove: the one file that is a valid
-    definition of that name. None when there is no file; ``DefinitionError``
-    when what is there is not one (a draft, notes, two files): puller never
-    deletes what is not a definition."""
-    path = definition_path(directory, name)
-    if not os.path.lexists(path):
-        return None
-    try:
-        read_definition(path)
-    except DefinitionError as exc:
-        raise DefinitionError(path, f"not deleted: it is not a valid definition of {name} "
-                                    f"({exc.reason}); fix or delete it by hand") from None
-    return path
-
-
-def remove_definition(directory: str, name: str) -> list[str]:
-    """Delete the file defining ``name``; returns the paths removed (none when
-    there was no file). ``DefinitionError`` when the file is not a valid
-    definition of ``name``: it is left alone."""
-    path = removable_definition(directory, name)
-    if path is None:
-        return []
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return []
-    return [path]

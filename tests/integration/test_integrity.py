@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from puller.daemon import Config, Daemon
-from puller.node.definitions import definition_fields, write_definition
+from puller.node.definitions import definition_fields
+from puller.node.writer import write_definition
 from puller.node.history import rollback_fields
 
 from ..testenv import build_image, fetch, inspect, serving
@@ -83,3 +85,48 @@ def test_rollback_during_probation_returns_to_the_release_that_ran_before(node, 
     write_definition(node.directory, fields)
     tick_until(node, lambda: fetch(port) == "v1-newer",
                what="the release before v2 to serve again")
+
+
+def push_index(registry, path: str, tag: str, content: str) -> str:
+    """A multi-arch tag: an OCI index of two single-platform images; the index's digest."""
+    import json
+    import urllib.request
+
+    manifests = []
+    for arch in ("amd64", "arm64"):
+        build_image(f"{registry.host}/{path}:{tag}-{arch}", f"{content} {arch}")
+        request = urllib.request.Request(
+            f"http://{registry.host}/v2/{path}/manifests/{tag}-{arch}", method="HEAD",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            manifests.append({"mediaType": answer.headers["Content-Type"],
+                              "digest": answer.headers["Docker-Content-Digest"],
+                              "size": int(answer.headers["Content-Length"]),
+                              "platform": {"architecture": arch, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "manifests": manifests,
+                        "mediaType": "application/vnd.oci.image.index.v1+json"}).encode()
+    request = urllib.request.Request(
+        f"http://{registry.host}/v2/{path}/manifests/{tag}", data=index, method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.headers["Docker-Content-Digest"]
+
+
+def test_a_multi_arch_release_is_remembered_and_rolled_back_by_its_index_digest(node, registry):
+    path = f"multi-{uuid.uuid4().hex[:8]}"
+    repo = f"{registry.host}/{path}"
+    v1 = push_index(registry, path, "v1", "multi v1")
+    v2 = push_index(registry, path, "v2", "multi v2")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "amd64")
+    port = node.web("multi", repo, tag="v1", health_timeout=0)
+    node.tick()
+    serving(port, f"multi v1 {arch}")
+    node.web("multi", repo, tag="v2", port=port, health_timeout=0)
+    node.tick()
+    serving(port, f"multi v2 {arch}")
+    node.tick()
+    revisions = node.daemon.history.revisions("multi")
+    assert [r["digest"] for r in revisions] == [v1, v2]  # the index, never a platform manifest
+    current = definition_fields(node.daemon.definitions.scan().services["multi"])
+    assert rollback_fields(revisions, current)["digest"] == v1
+    assert node.daemon.status()["services"]["multi"]["running_digest"] == v2

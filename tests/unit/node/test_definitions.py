@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puller import constants
-from puller.node.definitions import parse_definition, read_definition, remove_definition
+from puller.node.definitions import parse_definition, read_definition
+from puller.node.writer import remove_definition
 from puller.node.directory import DefinitionDir
 from puller.errors import DefinitionError
 

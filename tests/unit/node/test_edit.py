@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from puller.errors import DefinitionError
-from puller.node.definitions import (definition_fields, parse_definition, read_definition,
-                                     write_definition)
+from puller.node.definitions import definition_fields, parse_definition, read_definition
+from puller.node.writer import write_definition
 from puller.node.edit import edit_text, retag_image_token
 
 PERSON = """# the web front; ask Ann before changing the port

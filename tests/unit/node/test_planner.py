@@ -9,7 +9,7 @@ from puller.node.container import Container, Image
 from puller.node.definitions import parse_definition
 from puller.images.freshness import Remote
 from puller.node.planner import (Action, Backoff, Failure, Memory, config_hash, local_digests, plan,
-                            plan_pulls)
+                            plan_pulls, release_digest)
 
 NODE = "box-1"
 IMG1 = Image("sha256:" + "1" * 64, ("web:v1",))
@@ -263,3 +263,16 @@ def test_a_container_under_another_name_goes_once_the_service_has_its_own():
     assert [(s.action, s.container.name) for s in result.steps] == [
         (Action.REMOVE, "box-1-web"), (Action.KEEP, "web")]
     assert "unexpected name" in result.steps[0].reason
+
+
+INDEX, PLATFORM = "sha256:" + "f" * 64, "sha256:" + "0" * 64
+
+
+def test_a_multi_arch_release_is_named_by_the_registrys_digest_never_by_chance():
+    image = Image("sha256:" + "1" * 64, ("reg/web:v1",),
+                  (f"reg/web@{INDEX}", f"reg/web@{PLATFORM}"))
+    assert release_digest("reg/web:v1", image, Remote(digest=INDEX)) == INDEX
+    # without the registry's word, two digests name no release: not sorted()[0]
+    assert release_digest("reg/web:v1", image, None) is None
+    single = Image("sha256:" + "1" * 64, ("reg/web:v1",), (f"reg/web@{PLATFORM}",))
+    assert release_digest("reg/web:v1", single, None) == PLATFORM

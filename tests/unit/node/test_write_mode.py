@@ -10,7 +10,7 @@ import pytest
 from puller import constants
 from puller.errors import DefinitionError
 from puller.fsutil import write_atomically
-from puller.node.definitions import write_definition
+from puller.node.writer import write_definition
 
 FIELDS = {"name": "web", "bash": "docker run busybox true", "repo": "busybox"}
 
