@@ -236,8 +236,68 @@ def apprise_send(url: str, title: str, body: str, timeout: float) -> bool:
     return bool(plugin.notify(body=body, title=title))
 
 
+class _Destination:
+    """One destination's worker: a queue, a sentinel, batches, bounded tries."""
+
+    def __init__(self, url: str, node: str, send: Send, closed: threading.Event):
+        self.url, self.node, self.send, self.closed = url, node, send, closed
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.failing = False
+        self.thread = threading.Thread(target=self._run, name="puller-notify", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is _STOP:
+                return
+            batch, stop = [first], False
+            deadline = time.monotonic() + constants.NOTIFY_BATCH
+            while not stop and (left := deadline - time.monotonic()) > 0:
+                try:
+                    item = self.queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                stop = item is _STOP
+                if not stop:
+                    batch.append(item)
+            try:
+                self._deliver(batch)
+            except Exception:  # the worker must go on whatever the destination did
+                log.exception("notifications to %s could not be sent", shown(self.url))
+            if stop:
+                return
+
+    def _deliver(self, batch: list[Event]) -> None:
+        node = self.node or batch[0].node
+        title = (f"puller on {node}: {batch[0].kind.value} {batch[0].service}"
+                 if len(batch) == 1 else f"puller on {node}: {len(batch)} events")
+        body = "\n".join(event.text() for event in batch)
+        for attempt in range(max(1, constants.NOTIFY_ATTEMPTS)):
+            if attempt and self.closed.wait(constants.NOTIFY_RETRY_WAIT):
+                break  # closing: no more tries
+            try:
+                sent = self.send(self.url, title, body, constants.NOTIFY_TIMEOUT)
+            except Exception as exc:  # a destination's bug must not end the worker
+                log.debug("notification to %s raised %s", shown(self.url), exc)
+                sent = False
+            if sent:
+                if self.failing:
+                    self.failing = False
+                    log.info("notifications to %s work again", shown(self.url))
+                return
+        if not self.failing:
+            self.failing = True
+            log.warning("notifications to %s fail; %d event(s) not told (logged once until "
+                        "it works again)", shown(self.url), len(batch))
+        else:
+            log.debug("notifications to %s still fail; %d event(s) not told",
+                      shown(self.url), len(batch))
+
+
 class Notifier:
-    """Delivers events, batched per destination, from a worker thread of its own.
+    """Delivers events, batched per destination, each destination from a worker
+    thread of its own (a slow one delays nobody else).
 
     ``notify`` never blocks; ``close()`` is idempotent and waits at most about
     one try's timeout."""
@@ -246,85 +306,31 @@ class Notifier:
         self.urls = tuple(urls)
         self.node = node
         self.send = send or apprise_send
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._destinations: dict[str, _Destination] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._failing: set[str] = set()
 
     def notify(self, events: Iterable[Event]) -> None:
-        events = [event for event in events if self.urls or event.urls]
-        if not events or self._closed.is_set():
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="puller-notify",
-                                                daemon=True)
-                self._thread.start()
-        for event in events:
-            self._queue.put(event)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch, stop = [first], False
-            deadline = time.monotonic() + constants.NOTIFY_BATCH
-            while not stop and (left := deadline - time.monotonic()) > 0:
-                try:
-                    item = self._queue.get(timeout=left)
-                except queue.Empty:
-                    break
-                stop = item is _STOP
-                if not stop:
-                    batch.append(item)
-            try:
-                self._deliver(batch)
-            except Exception:  # the worker must go on whatever one destination did
-                log.exception("notifications could not be sent")
-            if stop:
-                return
-
-    def _deliver(self, events: list[Event]) -> None:
-        by_url: dict[str, list[Event]] = {}
         for event in events:
             for url in dict.fromkeys(self.urls + event.urls):
-                by_url.setdefault(url, []).append(event)
-        for url, batch in by_url.items():
-            node = self.node or batch[0].node
-            title = (f"puller on {node}: {batch[0].text().split(': ', 2)[-1]}" if len(batch) == 1
-                     else f"puller on {node}: {len(batch)} events")
-            self._send_one(url, title, "\n".join(event.text() for event in batch), len(batch))
-
-    def _send_one(self, url: str, title: str, body: str, count: int) -> None:
-        for attempt in range(max(1, constants.NOTIFY_ATTEMPTS)):
-            if attempt and self._closed.wait(constants.NOTIFY_RETRY_WAIT):
-                break  # closing: no more tries
-            try:
-                sent = self.send(url, title, body, constants.NOTIFY_TIMEOUT)
-            except Exception as exc:  # a destination's bug must not end the worker
-                log.debug("notification to %s raised %s", shown(url), exc)
-                sent = False
-            if sent:
-                if url in self._failing:
-                    self._failing.discard(url)
-                    log.info("notifications to %s work again", shown(url))
-                return
-        if url not in self._failing:
-            self._failing.add(url)
-            log.warning("notifications to %s fail; %d event(s) not told (logged once until "
-                        "it works again)", shown(url), count)
-        else:
-            log.debug("notifications to %s still fail; %d event(s) not told", shown(url), count)
+                with self._lock:
+                    if self._closed.is_set():
+                        return
+                    destination = self._destinations.get(url)
+                    if destination is None:
+                        destination = _Destination(url, self.node, self.send, self._closed)
+                        self._destinations[url] = destination
+                destination.queue.put(event)
 
     def close(self) -> None:
-        self._closed.set()
         with self._lock:
-            thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.put(_STOP)
-            thread.join(timeout=constants.NOTIFY_TIMEOUT + 2)
+            self._closed.set()
+            destinations = list(self._destinations.values())
+        for destination in destinations:
+            destination.queue.put(_STOP)
+        deadline = time.monotonic() + constants.NOTIFY_TIMEOUT + 2
+        for destination in destinations:
+            destination.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "Notifier":
         return self

@@ -173,5 +173,5 @@ def test_a_slow_destination_never_blocks_the_caller(monkeypatch):
 def test_without_any_destination_no_thread_starts():
     notifier = Notifier([])
     notifier.notify([event("web")])
-    assert notifier._thread is None
+    assert notifier._destinations == {}
     notifier.close()
