@@ -34,6 +34,8 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("sh", "watchdog", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # puller logs a failing notification destination once; Apprise would on every try
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
 
 
 @click.group(
@@ -134,6 +136,11 @@ def _setup_logging(verbose: bool) -> None:
               envvar="PULLER_GOOGLE_REGISTRY",
               help="A registry host (glob) to log in to with Google credentials, besides "
                    "gcr.io, *.gcr.io and *-docker.pkg.dev; repeatable.")
+@click.option("-notify", "--notify", "notify", multiple=True, envvar="PULLER_NOTIFY",
+              help="An Apprise URL to tell of deploys, rollbacks and faults (json://, ntfy://, "
+                   "slack://, mailto://, ...); repeatable, or a list split by spaces or commas.")
+@click.option("-metrics", "--metrics", "metrics", envvar="PULLER_METRICS", default=None,
+              help="ADDR:PORT to serve Prometheus metrics on, at /metrics [default: off].")
 @click.version_option(__version__, "-version", "--version", prog_name="puller")
 @click.pass_context
 def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
@@ -144,7 +151,8 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
         join: tuple[str, ...], cluster_name: str, secret_file: str | None, zeroconf: bool,
         bind: str | None, store_url: str | None, store_ca: str | None,
         store_cert: str | None, store_key: str | None, name_template: str,
-        google_registries: tuple[str, ...]) -> None:
+        google_registries: tuple[str, ...], notify: tuple[str, ...],
+        metrics: str | None) -> None:
     """puller: keeps Docker containers deployed from YAML service definitions.
 
     \b
@@ -189,7 +197,8 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
                       cluster=cluster_name, secret=_secret(secret_file),
                       join=tuple(seed for item in join for seed in item.split(",") if seed.strip()),
                       zeroconf=zeroconf, bind=bind,
-                      store=_store(store_url, store_ca, store_cert, store_key)))
+                      store=_store(store_url, store_ca, store_cert, store_key),
+                      notify=_urls(notify), metrics=metrics))
 
 
 def _store(url: str | None, ca: str | None, cert: str | None, key: str | None):
@@ -215,6 +224,12 @@ APIKEY_VISIBLE = ("-apikey on the command line is visible to every user of this 
 def _listed(values: tuple[str, ...]) -> tuple[str, ...]:
     """Repeated values, each possibly a comma list."""
     return tuple(part.strip() for item in values for part in item.split(",") if part.strip())
+
+
+def _urls(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated URLs, each possibly a list split by spaces or commas (PULLER_NOTIFY)."""
+    return tuple(dict.fromkeys(part for item in values
+                               for part in item.replace(",", " ").split()))
 
 
 def _key(option: str, path: str | None, value: str | None, value_from: str) -> str | None:

@@ -59,3 +59,8 @@ MAX_HEALTH_TIMEOUT = 86400.0  # seconds
 MAX_DEFINITION_BYTES = 256 * 1024
 DELETE_GRACE = 1.0  # seconds a file must stay away before its service counts as deleted
 OUTAGE_BACKOFF_MAX = 60.0  # seconds between passes, at most, while they keep failing
+
+NOTIFY_BATCH = 2.0  # seconds: notifications within this window go out as one message per destination
+NOTIFY_TIMEOUT = 5.0  # seconds to connect to, and to hear from, a notification destination
+NOTIFY_ATTEMPTS = 3  # tries of one message to one destination, at most
+NOTIFY_RETRY_WAIT = 1.0  # seconds between them

@@ -31,6 +31,8 @@ from .cluster.storeurl import StoreConfig
 from .control.api import Api
 from .control.keys import default_path as key_path
 from .control.keys import load_or_create
+from .control.metrics import Metrics
+from .control.notify import EventWatch, Notifier, check_urls
 from .control.tls import server_context
 from .errors import DockerError, PullerError
 from .faults import Outage
@@ -69,6 +71,8 @@ class Config:
     zeroconf: bool = True
     bind: str | None = None  # sync address: default 0.0.0.0 with an explicit secret, else 127.0.0.1
     store: StoreConfig | None = None  # -store=etcd://...: etcd instead of the gossip
+    notify: tuple[str, ...] = ()  # Apprise URLs told of every service's events
+    metrics: str | None = None  # ADDR:PORT to serve Prometheus metrics on
 
     def container_name(self, service: str) -> str:
         return self.name_template.format(service=service, node=self.node)
@@ -118,6 +122,9 @@ class Daemon(Reconciler):
         self._api = None
         self.apikey: str | None = None  # the API's key, once the API runs
         self.cluster: ClusterBackend | None = None
+        self.events = EventWatch(config.node)
+        self.notifier = Notifier(config.notify, config.node)
+        self.metrics = Metrics(config.node) if config.metrics else None
 
     def _next_deadline(self, now: float) -> float:
         """When the next timer pass is due: the interval, or sooner when a
@@ -242,7 +249,12 @@ class Daemon(Reconciler):
              check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
         if self.cluster is not None:
             self.cluster.sync_dir()  # version local edits, push them to peers
-        return super().tick(now, pull_due, check, pushes)
+        started = time.monotonic()
+        report = super().tick(now, pull_due, check, pushes)
+        self.notifier.notify(self.events.update(report))  # never waits: a worker sends
+        if self.metrics is not None:
+            self.metrics.observe(report, time.monotonic() - started, len(self.peers()))
+        return report
 
     def status(self) -> dict:
         node = super().status()
@@ -284,7 +296,10 @@ class Daemon(Reconciler):
     def run(self) -> None:
         """Pass after pass until ``stop()``."""
         os.makedirs(self.config.directory, exist_ok=True)
+        check_urls(self.config.notify)
         self.start_api()
+        if self.metrics is not None:
+            self.metrics.serve(self.config.metrics or "")
         self.start_cluster()
         self.start_watching()
         self.pull_in_background(self.wake)
@@ -356,6 +371,9 @@ class Daemon(Reconciler):
             cluster.close()
         if self.pull_jobs is not None:
             self.pull_jobs.close()
+        self.notifier.close()
+        if self.metrics is not None:
+            self.metrics.close()
         waiting, self._waiting = self._waiting, []
         self._answer(waiting + self._take_requests(),
                      error=PullerError("the daemon is stopping"))

@@ -26,7 +26,7 @@ from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout")
+FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout", "notify")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -67,6 +67,7 @@ class Service:
     path: str
     digest: str | None = None
     health_timeout: float | None = None
+    notify: tuple[str, ...] = ()  # this service's own notification URLs (Apprise)
 
     @property
     def image_ref(self) -> str:
@@ -165,7 +166,7 @@ def parse_definition(text: str, path: str) -> Service:
     name = field.name()
     repo, reference = field.repo()
     tag, node, digest = field.tag(reference), field.node(), field.digest()
-    health_timeout = field.health_timeout()
+    health_timeout, notify = field.health_timeout(), field.notify()
     bash = field.text("bash")
     try:
         run = parse_run_line(bash, repo=repo, name=name)
@@ -175,7 +176,7 @@ def parse_definition(text: str, path: str) -> Service:
     if disagreement:
         raise DefinitionError(path, f"bash: {disagreement}", lines.get("bash"))
     return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
-                   digest=digest, health_timeout=health_timeout)
+                   digest=digest, health_timeout=health_timeout, notify=notify)
 
 
 def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool) -> str | None:
@@ -276,6 +277,15 @@ class _Fields:
                                               f"{constants.MAX_HEALTH_TIMEOUT:.0f} seconds")
         return value
 
+    def notify(self) -> tuple[str, ...]:
+        urls = self.data.get("notify")
+        if urls is None:
+            return ()
+        if not isinstance(urls, list) or not all(isinstance(u, str) and u.strip() for u in urls):
+            raise self.fail("notify", "notify must be a list of notification URLs, e.g. "
+                                      "notify: [\"json://host/path\"]")
+        return tuple(url.strip() for url in urls)
+
 
 def read_definition(path: str) -> Service:
     """Read and validate one file; unreadable or undecodable files are DefinitionErrors."""
@@ -330,6 +340,8 @@ def definition_fields(service: Service) -> dict[str, Any]:
         fields["digest"] = service.digest
     if service.health_timeout is not None:
         fields["health_timeout"] = service.health_timeout
+    if service.notify:
+        fields["notify"] = list(service.notify)
     return fields
 
 

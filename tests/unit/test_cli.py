@@ -78,3 +78,21 @@ def test_help_works_every_way(command):
     assert result.returncode == 0, result.stderr
     for flag in ("-node", "-dir", "-port", "-interval", "-pull-every", "-verbose", "-d, --daemon"):
         assert flag in result.stdout
+
+
+def test_notify_is_repeatable_and_its_variable_a_list(started):
+    argv = ["-d", "-node=n", "-notify=json://a/x", "--notify", "ntfy://t1,ntfy://t2",
+            "-metrics=127.0.0.1:9947"]
+    result = CliRunner().invoke(cli.cli, argv, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    env = {"PULLER_NOTIFY": "json://a/x, ntfy://t1 ntfy://t2", "PULLER_METRICS": ":9947"}
+    result = CliRunner().invoke(cli.cli, ["-d", "-node=n"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    flags, variables = started
+    assert flags.notify == variables.notify == ("json://a/x", "ntfy://t1", "ntfy://t2")
+    assert (flags.metrics, variables.metrics) == ("127.0.0.1:9947", ":9947")
+
+
+def test_metrics_are_off_by_default(started):
+    CliRunner().invoke(cli.cli, ["-d", "-node=n"], catch_exceptions=False)
+    assert started[0].metrics is None and started[0].notify == ()

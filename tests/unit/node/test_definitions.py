@@ -255,3 +255,17 @@ def test_yml_and_yaml_side_by_side_are_reported_and_the_last_good_stays(tmp_path
     assert sorted(os.listdir(tmp_path)) == ["web.yaml", "web.yml"]
     fresh = DefinitionDir(str(tmp_path)).scan()  # never good: left alone, not removed
     assert "web" not in fresh.services and "web" in fresh.broken
+
+
+def test_notify_adds_a_services_own_destinations():
+    service = parse_definition(GOOD_WEB + "notify: [json://127.0.0.1:9/a, 'ntfy://topic']\n",
+                               "dir/web.yml")
+    assert service.notify == ("json://127.0.0.1:9/a", "ntfy://topic")
+    assert parse_definition(GOOD_WEB, "dir/web.yml").notify == ()
+
+
+@pytest.mark.parametrize("value", ["json://host/a", "[1, 2]", "['']", "{a: b}"])
+def test_notify_must_be_a_list_of_urls(value):
+    with pytest.raises(DefinitionError, match="notify must be a list") as info:
+        parse_definition(GOOD_WEB + f"notify: {value}\n", "dir/web.yml")
+    assert info.value.line == 5
