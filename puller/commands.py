@@ -161,10 +161,6 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
     """Send definition FILES to the daemon, which validates and writes them."""
-    import os
-
-    import yaml
-
     from .control.client import DaemonUnreachable, service_path
 
     client = _client(ctx)
@@ -172,21 +168,13 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
     results = []
     for path in files:
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-            data = yaml.safe_load(raw)
-        except (OSError, yaml.YAMLError) as exc:
-            failed.append(f"{path}: {exc}")
-            continue
-        name = data.get("name") if isinstance(data, dict) else None
-        name = str(name or os.path.splitext(os.path.basename(path))[0])
-        try:
+            name, raw = _applicable(path)
             result = client.call("PUT", service_path(name), raw=raw,
                                  content_type="application/yaml")
         except DaemonUnreachable as exc:
             raise click.ClickException(str(exc)) from None
         except PullerError as exc:
-            failed.append(f"{path}: {exc}")
+            failed.append(str(exc) if str(exc).startswith(path) else f"{path}: {exc}")
             continue
         results.append(result)
         if not as_json:
@@ -196,6 +184,22 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
         _echo_json(results)
     if failed:
         raise click.ClickException("\n".join(failed))
+
+
+def _applicable(path: str) -> tuple[str, bytes]:
+    """The service name and bytes of file ``path``, checked here by the rules of
+    the directory, so that a problem is reported at this file's own line (the
+    daemon's message would cite the file it writes). ``PullerError`` otherwise."""
+    import os
+
+    from .control.client import service_path
+    from .node.definitions import parse_definition, read_text
+
+    text = read_text(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    service_path(stem)  # a file name no service can have: refused before anything is sent
+    parse_definition(text, path, default_name=stem)
+    return stem, text.encode("utf-8")
 
 
 @click.command("rm")

@@ -170,9 +170,12 @@ def _text(data: dict[str, Any], field: str, path: str, line: int | None,
     return str(value)
 
 
-def parse_definition(text: str, path: str) -> Service:
-    """Validate one definition file's text; ``path`` is used for the name and messages."""
+def parse_definition(text: str, path: str, default_name: str | None = None) -> Service:
+    """Validate one definition file's text; ``path`` is used for the name and messages.
+    ``default_name`` is the name of a text without ``name:`` (else it is missing)."""
     data, lines, sources = _load_mapping(text, path)
+    if default_name is not None and data.get("name") is None:
+        data["name"] = default_name
     for key in data:
         if key not in FIELDS:
             raise DefinitionError(
