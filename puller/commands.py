@@ -231,6 +231,13 @@ def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
 @click.pass_context
 def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: bool) -> None:
     """Make NAME's previous revision current again, pinned to the digest that ran then."""
+    if to and to.startswith("sha256:"):
+        from .node.definitions import DIGEST_RE
+
+        if not DIGEST_RE.match(to):
+            raise click.BadParameter(f"{to!r} is not a digest: sha256: and 64 hex digits "
+                                     f"(`puller history {name}` lists those that ran)",
+                                     param_hint="--to")
     result = _call(ctx, "POST", _service_path(name, "rollback"), {"to": to} if to else None)
     if as_json:
         return _echo_json(result)
