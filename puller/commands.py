@@ -7,6 +7,7 @@ and turns ``PullerError`` into a message and an exit code.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import click
@@ -26,6 +27,14 @@ class ClientSettings:
         self.apikey_file = apikey_file
         self.state_dir = state_dir
         self.ca = ca
+
+    def overridden(self, port: int | None = None, api_url: str | None = None,
+                   state_dir: str | None = None, apikey_file: str | None = None,
+                   ca: str | None = None) -> "ClientSettings":
+        """These settings with the connection flags given after the subcommand."""
+        url = api_url or (f"http://127.0.0.1:{port + 1}" if port is not None else self.api_url)
+        return ClientSettings(url, self.apikey, apikey_file or self.apikey_file,
+                              state_dir or self.state_dir, ca or self.ca)
 
     def client(self):
         from .control.client import Client
@@ -64,10 +73,44 @@ def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+_CONNECTION_OPTIONS = (
+    click.option("-port", "--port", "port", type=click.IntRange(1, 65534), default=None,
+                 help="The daemon's cluster sync port; its API is on port+1 [default: the "
+                      "one before the subcommand, else 7946]."),
+    click.option("-api", "--api", "api_url", default=None,
+                 help="URL of the daemon's API (as before the subcommand)."),
+    click.option("-state-dir", "--state-dir", "state_dir", default=None,
+                 type=click.Path(file_okay=False),
+                 help="The local daemon's state directory, where its API key is read."),
+    click.option("-apikey-file", "--apikey-file", "apikey_file", default=None,
+                 type=click.Path(dir_okay=False), help="File holding the API key."),
+    click.option("-api-ca", "--api-ca", "api_ca", default=None, type=click.Path(dir_okay=False),
+                 help="CA file trusted for an https -api."),
+)
+
+
+def connection_options(command):
+    """The connection flags, accepted after the subcommand too: each given
+    there overrides the group's value (``ctx.obj``), the others stay."""
+
+    @functools.wraps(command)
+    def with_connection(*args, port=None, api_url=None, state_dir=None, apikey_file=None,
+                        api_ca=None, **kwargs):
+        ctx = click.get_current_context()
+        if any(value is not None for value in (port, api_url, state_dir, apikey_file, api_ca)):
+            ctx.obj = ctx.obj.overridden(port, api_url, state_dir, apikey_file, api_ca)
+        return command(*args, **kwargs)
+
+    for option in reversed(_CONNECTION_OPTIONS):
+        with_connection = option(with_connection)
+    return with_connection
+
+
 @click.command("pull")
 @click.argument("name")
-@click.option("--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
-@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@click.option("-all", "--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
+@click.option("-json", "--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@connection_options
 @click.pass_context
 def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
     """Check NAME's image in the registry now, and deploy it if it moved."""
@@ -118,11 +161,13 @@ def _when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+json_option = click.option("-json", "--json", "as_json", is_flag=True,
+                           help="Print JSON, for scripts.")
 
 
 @click.command("ls")
 @json_option
+@connection_options
 @click.pass_context
 def ls_command(ctx: click.Context, as_json: bool) -> None:
     """List the services defined (and which run on this node)."""
@@ -138,6 +183,7 @@ def ls_command(ctx: click.Context, as_json: bool) -> None:
 
 @click.command("status")
 @json_option
+@connection_options
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool) -> None:
     """Each node's services: state, image, running and registry digests, last error."""
@@ -158,6 +204,7 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
 @click.command("apply")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
+@connection_options
 @click.pass_context
 def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
     """Send definition FILES to the daemon, which validates and writes them."""
@@ -205,6 +252,7 @@ def _applicable(path: str) -> tuple[str, bytes]:
 @click.command("rm")
 @click.argument("name")
 @json_option
+@connection_options
 @click.pass_context
 def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
     """Delete service NAME's definition (its containers are removed)."""
@@ -216,6 +264,7 @@ def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("tag")
 @json_option
+@connection_options
 @click.pass_context
 def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
     """Run tag TAG of NAME's image (and drop any digest pin)."""
@@ -225,9 +274,10 @@ def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
 
 @click.command("rollback")
 @click.argument("name")
-@click.option("--to", "to", default=None, metavar="TAG|sha256:...",
+@click.option("-to", "--to", "to", default=None, metavar="TAG|sha256:...",
               help="Roll back to this tag (the digest it ran here, when known) or digest.")
 @json_option
+@connection_options
 @click.pass_context
 def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: bool) -> None:
     """Make NAME's previous revision current again, pinned to the digest that ran then."""
@@ -249,6 +299,7 @@ def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: boo
 @click.command("history")
 @click.argument("name")
 @json_option
+@connection_options
 @click.pass_context
 def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
     """NAME's revisions on this node, newest last, with the digest each ran."""
