@@ -183,22 +183,37 @@ def ls_command(ctx: click.Context, as_json: bool) -> None:
 
 @click.command("status")
 @json_option
+@click.option("-wide", "--wide", "wide", is_flag=True,
+              help="Keep each error on its row, whole, instead of wrapping it.")
 @connection_options
 @click.pass_context
-def status_command(ctx: click.Context, as_json: bool) -> None:
+def status_command(ctx: click.Context, as_json: bool, wide: bool) -> None:
     """Each node's services: state, image, running and registry digests, last error."""
     result = _call(ctx, "GET", "/v1/cluster")
     if as_json:
         return _echo_json(result)
-    rows = []
+    rows: list[list[str]] = []
+
+    def add(row: list[str], error: str) -> None:
+        import textwrap
+
+        lines = [error] if wide else textwrap.wrap(error, ERROR_WIDTH, break_on_hyphens=False)
+        rows.append([*row, lines[0] if lines else ""])
+        rows.extend([*[""] * len(row), line] for line in lines[1:])
+
     for node in result["nodes"]:
+        name = node.get("node") or node.get("addr")
         if node.get("error"):  # a peer that did not answer
-            rows.append([node.get("node") or node.get("addr"), "-", "unreachable", "-", "-", "-",
-                         node["error"][:80]])
-        for name, s in sorted(node.get("services", {}).items()):
-            rows.append([node["node"], name, s["state"], s["image"], _short(s["running_digest"]),
-                         _short(s["registry_digest"]), (s["error"] or "")[:80]])
+            add([name, "-", "unreachable", "-", "-", "-"], node["error"])
+        elif not node.get("services"):
+            add([name, "-", "no services", "-", "-", "-"], "")
+        for service, s in sorted(node.get("services", {}).items()):
+            add([name, service, s["state"], s["image"], _short(s["running_digest"]),
+                 _short(s["registry_digest"])], s["error"] or "")
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
+
+
+ERROR_WIDTH = 80  # status wraps an error at this width (-wide: never)
 
 
 @click.command("apply")
