@@ -85,7 +85,26 @@ def get_service(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("PUT", "/v1/services/{name}", max_body=constants.MAX_DEFINITION_BYTES)
 def put_service(api: Api, request: Request) -> tuple[int, Any]:
-    return 200, _write(api, _definition_body(request, request.params["name"]), "api")
+    from ..node.definitions import FIELDS
+
+    name = request.params["name"]
+    fields = _definition_body(request, name)
+    if all(key in FIELDS for key in fields):  # unknown fields: _write names them all
+        _check_body(request.body, name)
+    return 200, _write(api, fields, "api")
+
+
+def _check_body(body: bytes, name: str) -> None:
+    """The body checked as the file it becomes, so that a problem is told at the
+    body's own line, not at a line of the file the daemon would write."""
+    from ..errors import DefinitionError
+    from ..node.definitions import parse_definition
+
+    try:
+        parse_definition(body.decode("utf-8"), f"{name}.yml", default_name=name)
+    except DefinitionError as exc:
+        where = f"line {exc.line} of the body" if exc.line else "the body"
+        raise ApiProblem(400, f"{where}: {exc.reason}; nothing was written") from None
 
 
 @route("PUT", "/v1/services")

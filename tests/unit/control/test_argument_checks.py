@@ -1,5 +1,5 @@
-"""`rollback --to`: a tag the registry does not have, or a malformed digest, is
-refused with a message about the argument, and nothing is written."""
+"""Arguments told as arguments: `rollback --to` a tag the registry lacks or a
+malformed digest, and a PUT body checked at its own lines; nothing is written."""
 
 from __future__ import annotations
 
@@ -84,3 +84,15 @@ def test_the_cli_refuses_a_malformed_digest_before_asking(monkeypatch):
     assert result.exit_code == 2
     assert "--to" in result.output and "sha256:abc" in result.output
     assert "64" in result.output
+
+
+def test_a_put_body_is_checked_at_its_own_lines():
+    from puller.control.services import put_service
+
+    body = b"# web\nname: web\nbash: docker run nginx\nrepo: nginx\ntag: 1.10\n"
+    with pytest.raises(ApiProblem) as caught:
+        put_service(Api(Freshness()), Request("PUT", "/v1/services/web", {"name": "web"}, body,
+                                              {}))
+    assert caught.value.status == 400
+    assert str(caught.value).startswith("line 5 of the body: field 'tag' must be a string")
+    assert 'tag: "1.10"' in str(caught.value) and "web.yml" not in str(caught.value)
