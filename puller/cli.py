@@ -281,6 +281,23 @@ def _secret(path: str | None) -> bytes | None:
     return value.encode() if value else None
 
 
+def check_state_dir(path: str) -> None:
+    """Make -state-dir (0700) if missing and prove it writable with a scratch
+    file; a ClickException naming it and what to do otherwise."""
+    import os
+    import tempfile
+
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".puller-check-"):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"-state-dir {path} cannot be written ({exc.strerror or exc}): puller keeps its API "
+            "key, cluster secret and history there; give a directory this user may write, "
+            "or run as root") from None
+
+
 def run_daemon(config: "Config") -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT."""
     import logging
@@ -288,6 +305,7 @@ def run_daemon(config: "Config") -> None:
     from .daemon import Daemon
 
     log = logging.getLogger("puller")
+    check_state_dir(config.state_dir)
     daemon_ = Daemon(config)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -7,6 +7,7 @@ and turns ``PullerError`` into a message and an exit code.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import click
@@ -26,6 +27,14 @@ class ClientSettings:
         self.apikey_file = apikey_file
         self.state_dir = state_dir
         self.ca = ca
+
+    def overridden(self, port: int | None = None, api_url: str | None = None,
+                   state_dir: str | None = None, apikey_file: str | None = None,
+                   ca: str | None = None) -> "ClientSettings":
+        """These settings with the connection flags given after the subcommand."""
+        url = api_url or (f"http://127.0.0.1:{port + 1}" if port is not None else self.api_url)
+        return ClientSettings(url, self.apikey, apikey_file or self.apikey_file,
+                              state_dir or self.state_dir, ca or self.ca)
 
     def client(self):
         from .control.client import Client
@@ -64,10 +73,44 @@ def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+_CONNECTION_OPTIONS = (
+    click.option("-port", "--port", "port", type=click.IntRange(1, 65534), default=None,
+                 help="The daemon's cluster sync port; its API is on port+1 [default: the "
+                      "one before the subcommand, else 7946]."),
+    click.option("-api", "--api", "api_url", default=None,
+                 help="URL of the daemon's API (as before the subcommand)."),
+    click.option("-state-dir", "--state-dir", "state_dir", default=None,
+                 type=click.Path(file_okay=False),
+                 help="The local daemon's state directory, where its API key is read."),
+    click.option("-apikey-file", "--apikey-file", "apikey_file", default=None,
+                 type=click.Path(dir_okay=False), help="File holding the API key."),
+    click.option("-api-ca", "--api-ca", "api_ca", default=None, type=click.Path(dir_okay=False),
+                 help="CA file trusted for an https -api."),
+)
+
+
+def connection_options(command):
+    """The connection flags, accepted after the subcommand too: each given
+    there overrides the group's value (``ctx.obj``), the others stay."""
+
+    @functools.wraps(command)
+    def with_connection(*args, port=None, api_url=None, state_dir=None, apikey_file=None,
+                        api_ca=None, **kwargs):
+        ctx = click.get_current_context()
+        if any(value is not None for value in (port, api_url, state_dir, apikey_file, api_ca)):
+            ctx.obj = ctx.obj.overridden(port, api_url, state_dir, apikey_file, api_ca)
+        return command(*args, **kwargs)
+
+    for option in reversed(_CONNECTION_OPTIONS):
+        with_connection = option(with_connection)
+    return with_connection
+
+
 @click.command("pull")
 @click.argument("name")
-@click.option("--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
-@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@click.option("-all", "--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
+@click.option("-json", "--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@connection_options
 @click.pass_context
 def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
     """Check NAME's image in the registry now, and deploy it if it moved."""
@@ -118,11 +161,13 @@ def _when(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+json_option = click.option("-json", "--json", "as_json", is_flag=True,
+                           help="Print JSON, for scripts.")
 
 
 @click.command("ls")
 @json_option
+@connection_options
 @click.pass_context
 def ls_command(ctx: click.Context, as_json: bool) -> None:
     """List the services defined (and which run on this node)."""
@@ -138,33 +183,46 @@ def ls_command(ctx: click.Context, as_json: bool) -> None:
 
 @click.command("status")
 @json_option
+@click.option("-wide", "--wide", "wide", is_flag=True,
+              help="Keep each error on its row, whole, instead of wrapping it.")
+@connection_options
 @click.pass_context
-def status_command(ctx: click.Context, as_json: bool) -> None:
+def status_command(ctx: click.Context, as_json: bool, wide: bool) -> None:
     """Each node's services: state, image, running and registry digests, last error."""
     result = _call(ctx, "GET", "/v1/cluster")
     if as_json:
         return _echo_json(result)
-    rows = []
+    rows: list[list[str]] = []
+
+    def add(row: list[str], error: str) -> None:
+        import textwrap
+
+        lines = [error] if wide else textwrap.wrap(error, ERROR_WIDTH, break_on_hyphens=False)
+        rows.append([*row, lines[0] if lines else ""])
+        rows.extend([*[""] * len(row), line] for line in lines[1:])
+
     for node in result["nodes"]:
+        name = node.get("node") or node.get("addr")
         if node.get("error"):  # a peer that did not answer
-            rows.append([node.get("node") or node.get("addr"), "-", "unreachable", "-", "-", "-",
-                         node["error"][:80]])
-        for name, s in sorted(node.get("services", {}).items()):
-            rows.append([node["node"], name, s["state"], s["image"], _short(s["running_digest"]),
-                         _short(s["registry_digest"]), (s["error"] or "")[:80]])
+            add([name, "-", "unreachable", "-", "-", "-"], node["error"])
+        elif not node.get("services"):
+            add([name, "-", "no services", "-", "-", "-"], "")
+        for service, s in sorted(node.get("services", {}).items()):
+            add([name, service, s["state"], s["image"], _short(s["running_digest"]),
+                 _short(s["registry_digest"])], s["error"] or "")
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
+
+
+ERROR_WIDTH = 80  # status wraps an error at this width (-wide: never)
 
 
 @click.command("apply")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @json_option
+@connection_options
 @click.pass_context
 def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> None:
     """Send definition FILES to the daemon, which validates and writes them."""
-    import os
-
-    import yaml
-
     from .control.client import DaemonUnreachable, service_path
 
     client = _client(ctx)
@@ -172,21 +230,13 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
     results = []
     for path in files:
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-            data = yaml.safe_load(raw)
-        except (OSError, yaml.YAMLError) as exc:
-            failed.append(f"{path}: {exc}")
-            continue
-        name = data.get("name") if isinstance(data, dict) else None
-        name = str(name or os.path.splitext(os.path.basename(path))[0])
-        try:
+            name, raw = _applicable(path)
             result = client.call("PUT", service_path(name), raw=raw,
                                  content_type="application/yaml")
         except DaemonUnreachable as exc:
             raise click.ClickException(str(exc)) from None
         except PullerError as exc:
-            failed.append(f"{path}: {exc}")
+            failed.append(str(exc) if str(exc).startswith(path) else f"{path}: {exc}")
             continue
         results.append(result)
         if not as_json:
@@ -198,9 +248,26 @@ def apply_command(ctx: click.Context, files: tuple[str, ...], as_json: bool) -> 
         raise click.ClickException("\n".join(failed))
 
 
+def _applicable(path: str) -> tuple[str, bytes]:
+    """The service name and bytes of file ``path``, checked here by the rules of
+    the directory, so that a problem is reported at this file's own line (the
+    daemon's message would cite the file it writes). ``PullerError`` otherwise."""
+    import os
+
+    from .control.client import service_path
+    from .node.definitions import parse_definition, read_text
+
+    text = read_text(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    service_path(stem)  # a file name no service can have: refused before anything is sent
+    parse_definition(text, path, default_name=stem)
+    return stem, text.encode("utf-8")
+
+
 @click.command("rm")
 @click.argument("name")
 @json_option
+@connection_options
 @click.pass_context
 def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
     """Delete service NAME's definition (its containers are removed)."""
@@ -212,6 +279,7 @@ def rm_command(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("tag")
 @json_option
+@connection_options
 @click.pass_context
 def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
     """Run tag TAG of NAME's image (and drop any digest pin)."""
@@ -221,12 +289,20 @@ def tag_command(ctx: click.Context, name: str, tag: str, as_json: bool) -> None:
 
 @click.command("rollback")
 @click.argument("name")
-@click.option("--to", "to", default=None, metavar="TAG|sha256:...",
+@click.option("-to", "--to", "to", default=None, metavar="TAG|sha256:...",
               help="Roll back to this tag (the digest it ran here, when known) or digest.")
 @json_option
+@connection_options
 @click.pass_context
 def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: bool) -> None:
     """Make NAME's previous revision current again, pinned to the digest that ran then."""
+    if to and to.startswith("sha256:"):
+        from .node.definitions import DIGEST_RE
+
+        if not DIGEST_RE.match(to):
+            raise click.BadParameter(f"{to!r} is not a digest: sha256: and 64 hex digits "
+                                     f"(`puller history {name}` lists those that ran)",
+                                     param_hint="--to")
     result = _call(ctx, "POST", _service_path(name, "rollback"), {"to": to} if to else None)
     if as_json:
         return _echo_json(result)
@@ -238,6 +314,7 @@ def rollback_command(ctx: click.Context, name: str, to: str | None, as_json: boo
 @click.command("history")
 @click.argument("name")
 @json_option
+@connection_options
 @click.pass_context
 def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
     """NAME's revisions on this node, newest last, with the digest each ran."""

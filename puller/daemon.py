@@ -232,7 +232,8 @@ class Daemon(Reconciler):
         if config.store is not None:  # etcd holds the definitions: no gossip, no zeroconf
             self.cluster = EtcdBackend(EtcdBackendConfig(config.node, config.directory,
                                                          config.store),
-                                       on_change=self.wake, handlers=handlers).start()
+                                       on_change=self.wake, handlers=handlers,
+                                       on_written=self._peer_wrote).start()
             return
         explicit = config.secret is not None
         bind = config.bind or ("0.0.0.0" if explicit else "127.0.0.1")
@@ -242,8 +243,12 @@ class Daemon(Reconciler):
                           bind=bind, cluster=config.cluster, secret=secret,
                           loopback_only=not explicit, join=config.join,
                           zeroconf=config.zeroconf),
-            on_change=self.wake, handlers=handlers,
+            on_change=self.wake, handlers=handlers, on_written=self._peer_wrote,
         ).start()
+
+    def _peer_wrote(self, name: str, origin: str) -> None:
+        """A peer's change was written into -dir: history says so, with its node."""
+        self.history.expect(name, "peer", origin)
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:

@@ -25,13 +25,14 @@ import logging
 import os
 import threading
 import time
+from typing import Callable
 
 from .. import constants
 from ..errors import DefinitionError
 from ..faults import OnceLog
 from ..fsutil import write_atomically
-from ..node.definitions import (TwoFiles, definition_path, is_definition_file, parse_definition,
-                                read_text)
+from ..node.definitions import (TwoFiles, definition_fields, definition_path,
+                                is_definition_file, parse_definition, read_text)
 from ..node.writer import remove_definition
 from .versions import TOMBSTONE_GRACE_MS, Clock, Record, Store, Version
 
@@ -60,6 +61,9 @@ class DirectorySync:
         self._absent_since: dict[str, float] = {}
         # files unchanged since the last look (same stat) are not read again
         self._read_cache: dict[str, tuple[tuple, tuple[str, int] | None]] = {}
+        # told (name, origin node) when a peer's record changed a definition's
+        # fields here: the history records that change as the peer's
+        self.on_written: Callable[[str, str], None] | None = None
 
     # State file ----------------------------------------------------------------------
 
@@ -250,15 +254,18 @@ class DirectorySync:
         path = definition_path(self.directory, record.name)
         text = record.text or ""
         try:
-            parse_definition(text, path)
+            service = parse_definition(text, path)
         except DefinitionError as exc:
             self._conflict(record.name, f"{record.name}: refused the definition from "
                                         f"{record.version.node}: {exc.reason}")
             return
-        if _text_or_none(path) != text:
+        old = _text_or_none(path)
+        if old != text:
             write_atomically(path, text, mode=None if os.path.exists(path) else 0o600)
             log.info("%s: updated from %s (version %s)", record.name,
                      record.version.node, record.version.to_json())
+            if self.on_written is not None and _fields_of(old, path) != definition_fields(service):
+                self.on_written(record.name, record.version.node)
         self.synced[record.name] = text
         self._resolved(record.name)
 
@@ -281,6 +288,16 @@ class DirectorySync:
     def _resolved(self, name: str) -> None:
         if self.conflicts.pop(name, None) is not None:
             log.info("%s: the conflict is resolved", name)
+
+
+def _fields_of(text: str | None, path: str) -> dict | None:
+    """The definition fields of ``text``, None when it is none or not valid."""
+    if text is None:
+        return None
+    try:
+        return definition_fields(parse_definition(text, path))
+    except DefinitionError:
+        return None
 
 
 def _text_or_none(path: str) -> str | None:

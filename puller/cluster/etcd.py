@@ -58,7 +58,8 @@ class EtcdBackend:
     """Implements ``backend.ClusterBackend`` on etcd; owns two threads; ``close()`` is idempotent."""
 
     def __init__(self, config: EtcdBackendConfig, on_change: Callable[[], None],
-                 handlers: dict[str, Handler] | None = None):
+                 handlers: dict[str, Handler] | None = None,
+                 on_written: Callable[[str, str], None] | None = None):
         self.config = config
         self.node = config.node
         self.on_change = on_change
@@ -68,6 +69,7 @@ class EtcdBackend:
         self.nodes = config.store.key_of("nodes") + "/"
         self.store = Store()
         self.dir = DirectorySync(config.node, config.directory, Clock(config.node), self.store)
+        self.dir.on_written = on_written  # (name, origin node) of a peer's change written here
         self.lock = self.dir.lock
         self.mirror = MirrorState()
         self.lost: dict[str, str] = {}  # name → a local edit that lost to etcd's version

@@ -62,7 +62,8 @@ class Cluster:
     Implements ``backend.ClusterBackend``."""
 
     def __init__(self, config: ClusterConfig, on_change: Callable[[], None],
-                 handlers: dict[str, Handler] | None = None):
+                 handlers: dict[str, Handler] | None = None,
+                 on_written: Callable[[str, str], None] | None = None):
         if not config.secret:
             raise PullerError("the cluster secret is empty")
         if config.loopback_only and not is_loopback(config.bind):
@@ -77,6 +78,7 @@ class Cluster:
         self.handlers = handlers or {}  # extra request types: "pull", "status"
         self.store = Store()
         self.dir = DirectorySync(config.node, config.directory, Clock(config.node), self.store)
+        self.dir.on_written = on_written  # (name, origin node) of a peer's change written here
         self.lock = self.dir.lock  # the merge lock: the store and the directory
         self.gossip = Gossip(self.store)
         self.receiver = Receiver(self.secret, config.cluster)

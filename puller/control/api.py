@@ -21,6 +21,7 @@ from typing import Any, Iterable, Protocol
 
 from .. import __version__, constants
 from ..errors import PullerError
+from ..images.freshness import Freshness
 from ..images.hooks import HookError, Push, parse_notification
 from ..node.definitions import Scan
 from ..node.history import History
@@ -36,6 +37,7 @@ class NodeControl(Protocol):
     """What the API needs of the daemon, handed in at construction."""
 
     history: History
+    freshness: Freshness  # the registry's digests; ``head(ref)`` asks it at once
 
     @property
     def node(self) -> str: ...  # this node's name

@@ -105,7 +105,26 @@ def get_service(api: Api, request: Request) -> tuple[int, Any]:
 
 @route("PUT", "/v1/services/{name}", max_body=constants.MAX_DEFINITION_BYTES)
 def put_service(api: Api, request: Request) -> tuple[int, Any]:
-    return 200, _write(api, _definition_body(request, request.params["name"]), "api")
+    from ..node.definitions import FIELDS
+
+    name = request.params["name"]
+    fields = _definition_body(request, name)
+    if all(key in FIELDS for key in fields):  # unknown fields: _write names them all
+        _check_body(request.body, name)
+    return 200, _write(api, fields, "api")
+
+
+def _check_body(body: bytes, name: str) -> None:
+    """The body checked as the file it becomes, so that a problem is told at the
+    body's own line, not at a line of the file the daemon would write."""
+    from ..errors import DefinitionError
+    from ..node.definitions import parse_definition
+
+    try:
+        parse_definition(body.decode("utf-8"), f"{name}.yml", default_name=name)
+    except DefinitionError as exc:
+        where = f"line {exc.line} of the body" if exc.line else "the body"
+        raise ApiProblem(400, f"{where}: {exc.reason}; nothing was written") from None
 
 
 @route("PUT", "/v1/services")
@@ -174,13 +193,54 @@ def rollback(api: Api, request: Request) -> tuple[int, Any]:
     to = body.get("to") if isinstance(body, dict) else None
     if to is not None and (not isinstance(to, str) or not to):
         raise ApiProblem(400, 'expected {"to": "<tag>|sha256:<digest>"} or no body')
+    _check_target(to)
     with api.write_lock:  # read, modify, write: no PUT in between is lost
         current = definition_fields(_current(api, name))
         try:
             fields = rollback_fields(api.node.history.revisions(name), current, to)
         except NoRollback as exc:
             raise ApiProblem(409, str(exc)) from None
+        if to and not fields.get("digest"):  # a tag that never ran here: the registry must have it
+            _check_tag_exists(api, fields["repo"], to)
         return 200, _write(api, fields, "rollback")
+
+
+def _check_target(to: str | None) -> None:
+    """A ``to`` that is neither a tag nor a digest is refused as the argument it is."""
+    from ..node.definitions import DIGEST_RE, TAG_RE
+
+    if to is None:
+        return
+    if to.startswith("sha256:"):
+        if not DIGEST_RE.match(to):
+            raise ApiProblem(400, f"rollback to {to!r}: not a digest; a digest is sha256: and "
+                                  "64 hex digits (`puller history NAME` lists those that ran)")
+    elif not TAG_RE.match(to):
+        raise ApiProblem(400, f"rollback to {to!r}: neither a tag (letters, digits, '_', '.', "
+                              "'-') nor a digest (sha256:...)")
+
+
+def _check_tag_exists(api: Api, repo: str, tag: str) -> None:
+    """Refuse a rollback to a tag the registry does not have (a manifest HEAD);
+    a registry that cannot tell (no HEAD support, credentials only docker holds)
+    leaves it to the pull."""
+    from ..errors import PullerError
+    from ..images.reference import Reference
+    from ..images.registry import AuthenticationError, RegistryError, Unsupported
+
+    ref = Reference.parse(repo).with_tag(tag)
+    try:
+        api.node.freshness.head(ref)
+    except (Unsupported, AuthenticationError):
+        return
+    except RegistryError as exc:
+        if exc.status == 404:
+            raise ApiProblem(409, f"cannot roll back to {tag}: {ref} is not in the registry; "
+                                  "nothing changed (`puller history NAME` lists the revisions "
+                                  "that ran here)") from None
+        raise ApiProblem(502, f"cannot check that {ref} exists: {exc}; nothing changed") from None
+    except PullerError as exc:
+        raise ApiProblem(502, f"cannot check that {ref} exists: {exc}; nothing changed") from None
 
 
 @route("GET", "/v1/services/{name}/history")

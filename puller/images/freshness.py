@@ -142,6 +142,13 @@ class Freshness:
             return
         self._record(ref, Remote(digest=digest, checked_at=now))
 
+    def head(self, ref: str) -> str:
+        """The digest the registry serves for ``ref`` now, asked at once (a manifest
+        HEAD); ``RegistryError`` (status 404: no such tag) or ``PullerError``."""
+        reference = Reference.parse(ref)
+        self.limit.wait(reference.domain)
+        return self._head(reference)
+
     def _head(self, reference: Reference) -> str:
         google = self.is_google(reference.domain)
         token = self.google.current() if google else None

@@ -90,6 +90,16 @@ def _lines_of(node: yaml.MappingNode) -> dict[str, int]:
     return lines
 
 
+def _sources_of(node: yaml.MappingNode, text: str) -> dict[str, str]:
+    """Each plain scalar value as the file spells it (``1.10``, not the float 1.1)."""
+    sources: dict[str, str] = {}
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode):
+            span = text[value.start_mark.index:value.end_mark.index].strip()
+            sources.setdefault(str(key.value), span or str(value.value))
+    return sources
+
+
 def _duplicate_key(node: yaml.MappingNode) -> tuple[str, int] | None:
     seen: set[str] = set()
     for key, _value in node.value:
@@ -100,8 +110,10 @@ def _duplicate_key(node: yaml.MappingNode) -> tuple[str, int] | None:
     return None
 
 
-def _load_mapping(text: str, path: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """YAML text → (mapping, line of each key); DefinitionError otherwise."""
+def _load_mapping(text: str, path: str
+                  ) -> tuple[dict[str, Any], dict[str, int], dict[str, str]]:
+    """YAML text → (mapping, line of each key, source text of each scalar value);
+    DefinitionError otherwise."""
     loader = None
     try:
         loader = yaml.SafeLoader(text)
@@ -137,23 +149,30 @@ def _load_mapping(text: str, path: str) -> tuple[dict[str, Any], dict[str, int]]
     finally:
         if loader is not None:
             loader.dispose()
-    return data, _lines_of(node)
+    return data, _lines_of(node), _sources_of(node, text)
 
 
-def _text(data: dict[str, Any], field: str, path: str, line: int | None) -> str:
+def _text(data: dict[str, Any], field: str, path: str, line: int | None,
+          source: str | None = None) -> str:
+    """Field ``field`` as text; a value YAML read as another type is refused with
+    a hint that quotes the source text (``source``), not the value it became."""
     value = data[field]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         kind = "a number with a decimal point" if isinstance(value, float) else type(value).__name__
-        hint = f' (YAML reads it as {kind}; quote it: {field}: "{value}")' if isinstance(
+        spelled = source if source is not None else str(value)
+        hint = f' (YAML reads it as {kind}; quote it: {field}: "{spelled}")' if isinstance(
             value, (float, bool)
         ) else ""
         raise DefinitionError(path, f"field {field!r} must be a string{hint}", line)
     return str(value)
 
 
-def parse_definition(text: str, path: str) -> Service:
-    """Validate one definition file's text; ``path`` is used for the name and messages."""
-    data, lines = _load_mapping(text, path)
+def parse_definition(text: str, path: str, default_name: str | None = None) -> Service:
+    """Validate one definition file's text; ``path`` is used for the name and messages.
+    ``default_name`` is the name of a text without ``name:`` (else it is missing)."""
+    data, lines, sources = _load_mapping(text, path)
+    if default_name is not None and data.get("name") is None:
+        data["name"] = default_name
     for key in data:
         if key not in FIELDS:
             raise DefinitionError(
@@ -162,7 +181,7 @@ def parse_definition(text: str, path: str) -> Service:
     for field in REQUIRED:
         if data.get(field) in (None, ""):
             raise DefinitionError(path, f"missing field {field!r}", lines.get(field))
-    field = _Fields(data, lines, path)
+    field = _Fields(data, lines, path, sources)
     name = field.name()
     repo, reference = field.repo()
     tag, node, digest = field.tag(reference), field.node(), field.digest()
@@ -200,12 +219,13 @@ class _Fields:
     data: dict
     lines: dict
     path: str
+    sources: dict
 
     def fail(self, field: str, message: str) -> DefinitionError:
         return DefinitionError(self.path, message, self.lines.get(field))
 
     def text(self, field: str) -> str:
-        return _text(self.data, field, self.path, self.lines.get(field))
+        return _text(self.data, field, self.path, self.lines.get(field), self.sources.get(field))
 
     def name(self) -> str:
         name = self.text("name")

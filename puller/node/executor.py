@@ -175,7 +175,7 @@ class Executor:
             new_id = self._run_checked(target)
         except DockerError as exc:
             self._discard_failed(target)
-            return Outcome(step, error=_explain(exc, self.container_name(target.service.name)))
+            return Outcome(step, error=self.explain(exc, self.container_name(target.service.name)))
         return Outcome(step, container_id=new_id)
 
     def _recreate(self, step: Step, target: Target, old: Container) -> Outcome:
@@ -202,7 +202,7 @@ class Executor:
         except DockerError as exc:
             self._discard_failed(target)
             restored = self._put_back(old, name, start=was_running, quiet=True)
-            return Outcome(step, error=_explain(exc, name), restored=restored)
+            return Outcome(step, error=self.explain(exc, name), restored=restored)
         timeout = target.service.health_timeout
         if timeout is None:
             timeout = constants.DEFAULT_HEALTH_TIMEOUT
@@ -231,6 +231,16 @@ class Executor:
             raise DockerError(["docker", *argv], 0,
                               f"the new container {started.describe_state()} right after its start")
         return started.id
+
+    def explain(self, exc: DockerError, name: str) -> str:
+        """``exc`` for a person; when the name is in use, the holder's node is named."""
+        holder = None
+        if NAME_IN_USE in exc.stderr:
+            try:
+                holder = self.docker.inspect_container(name)
+            except DockerError:
+                pass
+        return _explain(exc, name, holder)
 
     def _discard(self, failed: Container) -> None:
         """Remove a successor that failed its probation (ours: checked by label)."""
@@ -270,11 +280,18 @@ def _unauthorized(stderr: str) -> bool:
     return any(word in text for word in ("unauthorized", "authentication required", "denied"))
 
 
-def _explain(exc: DockerError, name: str) -> str:
-    if NAME_IN_USE in exc.stderr:
-        return (f"the container name {name!r} is taken by a container puller does not manage "
-                f"on this node; rename or remove that container ({exc.stderr})")
-    return str(exc)
+def _explain(exc: DockerError, name: str, holder: Container | None = None) -> str:
+    """A failed run told for a person; a name in use says who holds it."""
+    if NAME_IN_USE not in exc.stderr:
+        return str(exc)
+    other = holder.node if holder is not None else None
+    if other:
+        return (f"the container name {name!r} is taken by the container of puller node "
+                f"{other!r}, which shares this Docker engine; give each node its own names: "
+                f"start every node on this engine with -name-template {{node}}-{{service}} "
+                f"({exc.stderr})")
+    return (f"the container name {name!r} is taken by a container puller does not manage "
+            f"on this node; rename or remove that container ({exc.stderr})")
 
 
 def remember(memory: Memory, plan: Plan, pulls: Sequence[Outcome],

@@ -79,7 +79,7 @@ class History:
         self.node = node
         self.length = length
         self._lock = threading.Lock()
-        self._sources: dict[str, str] = {}
+        self._sources: dict[str, tuple[str, str | None]] = {}  # name → (source, origin node)
         self.entries: dict[str, list[dict]] = self._load()
 
     def _load(self) -> dict[str, list[dict]]:
@@ -104,10 +104,11 @@ class History:
         except OSError as exc:
             log.warning("cannot write the history %s: %s", self.path, exc)
 
-    def expect(self, name: str, source: str) -> None:
-        """The next change of ``name`` comes from ``source`` (api, tag, rollback...)."""
+    def expect(self, name: str, source: str, node: str | None = None) -> None:
+        """The next change of ``name`` comes from ``source`` (api, tag, rollback,
+        peer...), made on ``node`` (None: this one)."""
         with self._lock:
-            self._sources[name] = source
+            self._sources[name] = (source, node)
 
     def observe(self, fields_by_name: Mapping[str, Mapping[str, Any]],
                 deployed: Mapping[str, str], now: float) -> None:
@@ -119,9 +120,10 @@ class History:
                 last = entries[-1] if entries else None
                 digest = deployed.get(name)
                 if last is None or last["fields"] != dict(fields):
-                    entries.append({"fields": dict(fields), "at": now, "node": self.node,
-                                    "source": self._sources.pop(name, "file"), "digest": digest,
-                                    "deployed_at": now if digest else None})
+                    source, origin = self._sources.pop(name, ("file", None))
+                    entries.append({"fields": dict(fields), "at": now,
+                                    "node": origin or self.node, "source": source,
+                                    "digest": digest, "deployed_at": now if digest else None})
                 elif digest and last.get("digest") is None:
                     last["digest"], last["deployed_at"] = digest, now
                 elif digest and last.get("digest") != digest:

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Protocol
 
-from ..errors import ImageReferenceError, PullerError
+from ..errors import DefinitionError, ImageReferenceError, PullerError
 from ..faults import FaultLog
 from ..images.freshness import Freshness, Remote
 from ..images.gcloud import GoogleLogins
@@ -189,7 +189,7 @@ class Reconciler:
         return deployed
 
     def _faults(self, scan: Scan, the_plan: Plan) -> dict[str, str]:
-        faults = {error.path: f"bad definition, ignored: {error}" for error in scan.errors}
+        faults = {error.path: definition_fault(error, scan) for error in scan.errors}
         for ref, remote in self.freshness.remotes().items():
             if remote.error and not remote.fallback:
                 faults[f"registry {ref}"] = f"{ref}: {remote.error}; the running containers stay"
@@ -278,3 +278,14 @@ def _image_label(ref: str, image: Image) -> str:
     except ImageReferenceError:
         pass
     return image.id[7:19]
+
+
+def definition_fault(error: DefinitionError, scan: Scan) -> str:
+    """A bad definition told with what happens meanwhile: the last good
+    definition stays in force, or, with none, nothing changes for the service."""
+    name = os.path.splitext(os.path.basename(error.path))[0]
+    if name in scan.services:
+        return (f"bad definition: {error}; the last good definition of {name} stays in force "
+                "until the file is fixed")
+    return (f"bad definition: {error}; there is no good definition of {name} to run, so its "
+            "containers, if any, are left alone until the file is fixed")

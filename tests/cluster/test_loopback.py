@@ -59,6 +59,11 @@ def test_play_setup_syncs_edits_and_deletions_and_deploys_on_the_matching_node(
     edited = text.replace("tag: v1", "tag: v2")
     first.write("play", edited)
     wait_converged(nodes, "play", edited)
+    # where and how the change was made: on node 1, by a peer as node 2 sees it
+    wait_until(lambda: _history(second, "play")[-1]["fields"]["tag"] == "v2", timeout=20,
+               what="node 2's history to record the edit")
+    assert {k: _history(second, "play")[-1][k] for k in ("source", "node")} == {
+        "source": "peer", "node": first.node}
 
     import os
 
@@ -177,3 +182,10 @@ def test_without_an_explicit_secret_the_sync_port_stays_on_loopback(daemons):
     wait_until(lambda: "listens on 127.0.0.1 only" in quiet.log(), timeout=20,
                what="the start-up warning")
     assert quiet.alive()
+
+
+def _history(daemon, service: str) -> list[dict]:
+    with urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{daemon.port + 1}/v1/services/{service}/history",
+            headers={"Authorization": f"Bearer {daemon.api_key()}"}), timeout=10) as response:
+        return json.loads(response.read())["revisions"]

@@ -147,6 +147,10 @@ def test_cli_commands_against_a_live_daemon(live_node, images, cleanup, tmp_path
     assert result.returncode == 0 and "cli-a" in result.stdout and "SERVICE" in result.stdout
     listed = json.loads(puller(node, "ls", "--json").stdout)
     assert listed["services"][0]["name"] == "cli-a"
+    after = subprocess.run([sys.executable, "-m", "puller", "ls", "-json", f"-api={node.api}",
+                            f"-state-dir={node.state_dir}"], capture_output=True, text=True,
+                           timeout=120)  # the flags after the subcommand
+    assert after.returncode == 0 and json.loads(after.stdout) == listed, after.stderr
 
     wait_until(lambda: node.daemon.status()["services"].get("cli-a", {}).get("state") == "running",
                timeout=10, what="status running")
@@ -165,7 +169,12 @@ def test_cli_commands_against_a_live_daemon(live_node, images, cleanup, tmp_path
     bad = tmp_path / "bad.yml"
     bad.write_text("name: bad\nbash: docker run x | y\nrepo: x\n")
     result = puller(node, "apply", str(bad))
-    assert result.returncode == 1 and "bad.yml" in result.stderr and "`|`" in result.stderr
+    assert result.returncode == 1 and f"{bad}:2: bash:" in result.stderr and "`|`" in result.stderr
+    other = tmp_path / "other.yml"
+    other.write_text("name: cli-b\nbash: docker run x\nrepo: x\n")
+    result = puller(node, "apply", str(other))
+    assert result.returncode == 1 and "does not match the file name" in result.stderr
+    assert "cli-b.yml" not in definitions_in(node.directory)
 
     result = puller(node, "rm", "cli-a")
     assert result.returncode == 0
@@ -221,6 +230,13 @@ def test_rollback_is_exact_even_after_the_tag_moved(live_node, registry, cleanup
     result = puller(node, "rollback", "rb", "--to", v1_digest)
     assert result.returncode == 0
     serving(port, "first v1")
+
+    # a tag the registry does not have, a malformed digest: refused, nothing changes
+    result = puller(node, "rollback", "rb", "--to", "nosuchtag")
+    assert result.returncode == 1 and "not in the registry" in result.stderr, result.stderr
+    result = puller(node, "rollback", "rb", "-to", "sha256:abc")
+    assert result.returncode == 2 and "rb.yml" not in result.stderr, result.stderr
+    assert [r["source"] for r in node.daemon.history.revisions("rb")][-1] == "rollback"
 
     status, answer = node.call("POST", "/v1/services/nothing/rollback")
     assert status == 404

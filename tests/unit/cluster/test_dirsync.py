@@ -145,3 +145,26 @@ def test_the_synced_text_survives_a_restart(tmp_path):
     second.load_state()
     won(second, peer("web", VALID.format(tag="v2")))
     assert read(tmp_path / "web.yml") == DRAFT
+
+
+def test_a_peers_change_is_reported_with_its_origin(tmp_path):
+    (tmp_path / "web.yml").write_text(VALID.format(tag="v1"))
+    dirsync = sync(tmp_path)
+    written = []
+    dirsync.on_written = lambda name, origin: written.append((name, origin))
+    with dirsync.lock:
+        dirsync.local_changes()
+    won(dirsync, peer("web", VALID.format(tag="v2")))
+    assert written == [("web", "n2")]
+    # a comment changes no field: no history entry will follow, so none is announced
+    won(dirsync, peer("web", "# note\n" + VALID.format(tag="v2"), later=2000))
+    assert written == [("web", "n2")]
+
+
+def test_a_refused_peer_record_is_not_reported_as_written(tmp_path):
+    (tmp_path / "web.yml").write_text(DRAFT)
+    dirsync = sync(tmp_path)
+    written = []
+    dirsync.on_written = lambda name, origin: written.append((name, origin))
+    won(dirsync, peer("web", VALID.format(tag="v2")))
+    assert written == [] and "web" in dirsync.conflicts

@@ -99,7 +99,7 @@ def test_apply_refuses_a_name_that_would_smuggle_a_second_request(daemon, tmp_pa
                     "bash: docker run nginx\nrepo: nginx\n")
     result = run(daemon, "apply", str(path))
     assert result.exit_code == 1
-    assert "is not a valid service name" in result.output and "nothing was sent" in result.output
+    assert f"{path}:1: name " in result.output and "is not a valid" in result.output
     assert daemon.requests() == []
 
 
@@ -178,3 +178,32 @@ def test_an_api_url_with_a_line_break_is_refused(daemon):
     with pytest.raises(UnsafeRequest, match="API URL"):
         Client(daemon.url + "\r\nX-Evil: 1").call("GET", "/v1/services")
     assert daemon.requests() == []
+
+
+def test_apply_reports_the_files_own_path_and_line(daemon, tmp_path):
+    path = tmp_path / "web.yml"
+    path.write_text("# the web service\n\nname: web\nbash: docker run nginx\nrepo: nginx\n"
+                    "tag: 1.10\n")
+    result = run(daemon, "apply", str(path))
+    assert result.exit_code == 1
+    assert f"{path}:6: field 'tag' must be a string" in result.output
+    assert 'tag: "1.10"' in result.output
+    assert daemon.requests() == []
+
+
+def test_apply_refuses_a_name_other_than_the_file_name_as_the_directory_does(daemon, tmp_path):
+    path = tmp_path / "web.yml"
+    path.write_text("name: api\nbash: docker run nginx\nrepo: nginx\n")
+    result = run(daemon, "apply", str(path))
+    assert result.exit_code == 1
+    assert f"{path}:1: name 'api' does not match the file name" in result.output
+    assert daemon.requests() == []
+
+
+def test_apply_of_a_file_without_a_name_takes_the_file_name(daemon, tmp_path):
+    path = tmp_path / "web.yml"
+    path.write_text("bash: docker run nginx\nrepo: nginx\n")
+    result = run(daemon, "apply", str(path))
+    assert result.exit_code == 0, result.output
+    [(request_line, _headers, _body)] = daemon.requests()
+    assert request_line == "PUT /v1/services/web HTTP/1.1"

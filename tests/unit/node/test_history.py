@@ -34,3 +34,15 @@ def test_a_rollback_of_a_rollback_goes_forward_again():
 def test_nothing_ran_before():
     with pytest.raises(NoRollback, match="no earlier deployed revision"):
         rollback_fields([entry(V1, D1)], V1)
+
+
+def test_a_peers_edit_is_recorded_as_peer_with_its_origin_node(tmp_path):
+    from puller.node.history import History
+
+    history = History(str(tmp_path / "history.json"), "n1")
+    history.observe({"web": V1}, {}, now=1.0)
+    history.expect("web", "peer", node="n2")
+    history.observe({"web": V2}, {}, now=2.0)
+    history.observe({"web": V1}, {}, now=3.0)  # then a local edit
+    assert [(e["source"], e["node"]) for e in history.revisions("web")] == [
+        ("file", "n1"), ("peer", "n2"), ("file", "n1")]
