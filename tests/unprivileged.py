@@ -2,9 +2,10 @@
 
 The interpreter running the tests may live where ``nobody`` cannot read it
 (a virtualenv or pyenv in root's home), so the user's side runs with the system
-interpreter (/usr/bin/python3) and a world-readable copy of the pure-Python
-packages the client needs: puller itself, click and PyYAML (without its C
-extension, which PyYAML then does without).
+interpreter (/usr/bin/python3) and a world-readable copy of the packages the
+client needs: puller itself, click, PyYAML (without its C extension, which
+PyYAML then does without) and google-re2 (with its extension, built for this
+same Python 3.11 ABI: the client checks a file's node pattern before sending).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
-PACKAGES = ("puller", "click", "yaml")
+PACKAGES = ("puller", "click", "yaml", "re2")
+NATIVE = ("re2",)  # packages whose compiled extension is needed
 
 
 class Nobody:
@@ -34,8 +36,9 @@ class Nobody:
             spec = importlib.util.find_spec(name)
             assert spec is not None and spec.submodule_search_locations, name
             source = list(spec.submodule_search_locations)[0]
+            skip = ("__pycache__",) if name in NATIVE else ("*.so", "__pycache__")
             shutil.copytree(source, os.path.join(self.site, name),
-                            ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+                            ignore=shutil.ignore_patterns(*skip))
         for directory, dirs, files in os.walk(self.root):
             for entry in dirs:
                 os.chmod(os.path.join(directory, entry), 0o755)
