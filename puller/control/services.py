@@ -24,6 +24,16 @@ def _definition_body(request: Request, name: str | None) -> dict[str, Any]:
     return _with_name(data, name)
 
 
+def _yaml_body(request: Request) -> Any:
+    """The body as YAML (JSON is YAML too), like a single PUT takes it."""
+    import yaml
+
+    try:
+        return yaml.safe_load(request.body.decode("utf-8")) if request.body else None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ApiProblem(400, f"the body is neither YAML nor JSON: {exc}") from None
+
+
 def _with_name(data: dict[str, Any], name: str | None) -> dict[str, Any]:
     if name is not None:
         if data.get("name") not in (None, name):
@@ -133,11 +143,11 @@ def put_services(api: Api, request: Request) -> tuple[int, Any]:
     from ..errors import DefinitionError
     from ..node.definitions import FIELDS, parse_definition, render_definition
 
-    data = request.json()
+    data = _yaml_body(request)
     if isinstance(data, dict) and isinstance(data.get("services"), list):
         data = data["services"]
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise ApiProblem(400, "expected a JSON list of definitions")
+        raise ApiProblem(400, "expected a list of definitions (YAML or JSON)")
     with api.write_lock:
         for item in data:  # validate all before writing any
             unknown = sorted(str(key) for key in item if key not in FIELDS)

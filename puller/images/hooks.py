@@ -33,6 +33,7 @@ class Push:
     tag: str
     digest: str | None = None
     host: str | None = None
+    hub: bool = False  # a Docker Hub webhook: only Docker Hub's repositories match
 
     def matches(self, ref: str) -> bool:
         """Is ``ref`` (an image ref a service runs) this pushed tag?"""
@@ -42,6 +43,8 @@ class Push:
             return False
         if (reference.tag or "latest") != self.tag:
             return False
+        if self.hub and reference.domain != "docker.io":
+            return False  # audit/web on Docker Hub is not 127.0.0.1:5099/audit/web
         path = self.repository
         if reference.domain == "docker.io" and "/" not in path:
             path = "library/" + path
@@ -91,4 +94,4 @@ def _hub(body: dict) -> list[Push]:
     tag, name = push_data.get("tag"), repository.get("repo_name")
     if not (isinstance(tag, str) and isinstance(name, str) and tag and name):
         raise HookError("a Docker Hub webhook needs push_data.tag and repository.repo_name")
-    return [Push(name, tag)]
+    return [Push(name, tag, hub=True)]

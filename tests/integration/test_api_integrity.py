@@ -56,3 +56,26 @@ def test_a_bulk_put_that_fails_half_way_writes_nothing(live_node):
     assert status == 500 and body["error"].startswith("nothing written"), body
     assert read(os.path.join(node.directory, "web.yml")) == before
     assert sorted(os.listdir(node.directory)) == [".puller-state.json", "db.yml", "web.yml"]
+
+
+def test_a_bulk_put_takes_yaml_like_the_single_put(live_node):
+    import urllib.request
+
+    node = live_node()
+    body = """- name: web
+  bash: docker run 127.0.0.1:9/web   # YAML, comments and all
+  repo: 127.0.0.1:9/web
+- name: db
+  bash: docker run 127.0.0.1:9/db
+  repo: 127.0.0.1:9/db
+"""
+    request = urllib.request.Request(
+        node.api + "/v1/services", data=body.encode(), method="PUT",
+        headers={"Content-Type": "application/yaml",
+                 "Authorization": f"Bearer {node.daemon.apikey}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+        assert [w["service"]["name"] for w in json.loads(answer.read())["written"]] == \
+            ["web", "db"]
+    assert sorted(f for f in os.listdir(node.directory) if f.endswith(".yml")) == \
+        ["db.yml", "web.yml"]

@@ -105,7 +105,7 @@ HUB = {
 
 
 def test_a_docker_hub_webhook():
-    assert parse_notification(HUB) == [Push("team/api", "latest")]
+    assert parse_notification(HUB) == [Push("team/api", "latest", hub=True)]
 
 
 @pytest.mark.parametrize("body", [
@@ -192,3 +192,11 @@ def test_any_json_is_pushes_or_a_hook_error(body):
 ])
 def test_matches(push, ref, matches):
     assert push.matches(ref) is matches
+
+
+def test_a_docker_hub_webhook_matches_only_docker_hub_images():
+    [push] = parse_notification({"push_data": {"tag": "v2"},
+                                 "repository": {"repo_name": "audit/web"}})
+    assert push.matches("audit/web:v2") and push.matches("docker.io/audit/web:v2")
+    assert not push.matches("127.0.0.1:5099/audit/web:v2")
+    assert not push.matches("ghcr.io/audit/web:v2")
