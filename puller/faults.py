@@ -21,7 +21,8 @@ class FaultLog:
             else:
                 self.log.debug("still: %s", message)
         for key in set(self.active) - set(faults):
-            self.log.info("resolved: %s", key)
+            # say what ended, not "resolved": a deleted file ends its fault too
+            self.log.info("no longer: %s", self.active[key])
         self.active = dict(faults)
 
 

@@ -135,6 +135,28 @@ def encode(message: dict, *, secret: bytes, cluster: str, sender: str, addr: str
     return len(payload).to_bytes(HEADER, "big") + payload
 
 
+REFUSAL = "authentication failed: this node's cluster secret or cluster name differs"
+
+
+def refusal() -> bytes:
+    """The one unsigned frame a node sends: to a peer whose frame failed
+    authentication, so the joiner learns why, and nothing else (no secret, no
+    name, no node)."""
+    payload = json.dumps({"refused": REFUSAL}).encode()
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+def refused_reason(payload: bytes) -> str | None:
+    """The reason in a refusal frame; None for any other payload."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict) and obj.get("refused") == REFUSAL and len(obj) == 1:
+        return REFUSAL
+    return None
+
+
 def frame_length(header: bytes) -> int:
     """The length announced by a 4-byte header."""
     if len(header) != HEADER:

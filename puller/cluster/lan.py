@@ -35,7 +35,8 @@ from ..faults import OnceLog
 from .backend import Handler
 from .dirsync import DirectorySync, wall_ms
 from .discovery import Discovery
-from .frames import Envelope, FrameError, Receiver, encode
+from .frames import (Envelope, Forged, FrameError, Receiver, WrongCluster, encode, refusal,
+                     refused_reason)
 from .gossip import MAX_STEPS, Gossip, GossipError
 from .peers import Membership, Peer, SelfConnection, is_loopback, join_host_port
 from .server import Budget, Busy, SyncServer, read_frame
@@ -118,10 +119,10 @@ class Cluster:
                 self.dir.apply(won)
                 for record in won:
                     self._refused.pop(record.name, None)
-            for refusal in refused:
-                message_text = f"{refusal} (sent by {sender})"
-                self._refused[refusal.record.name] = message_text
-                self._once.warning(f"future {refusal.record.name} from {sender}", message_text)
+            for future in refused:
+                message_text = f"{future} (sent by {sender})"
+                self._refused[future.record.name] = message_text
+                self._once.warning(f"future {future.record.name} from {sender}", message_text)
         if won:
             self.on_change()
         return answer
@@ -170,6 +171,11 @@ class Cluster:
                     sock.sendall(self._encode(reply, sock))
         except FrameError as exc:
             self._once.warning(f"frame {address[0]}", f"refused a frame from {address[0]}: {exc}")
+            if isinstance(exc, (Forged, WrongCluster)):
+                try:  # tell the joiner why, and nothing more
+                    sock.sendall(refusal())
+                except OSError:
+                    pass
         except Busy as exc:
             self._once.warning(f"busy {address[0]}",
                                f"dropped a connection from {address[0]}: {exc}")
@@ -262,6 +268,12 @@ class Cluster:
         payload = read_frame(sock)
         if payload is None:
             raise ConnectionError("the peer closed the connection")
+        reason = refused_reason(payload)
+        if reason is not None:
+            self._once.warning(f"refused by {peer.addr}", (
+                f"peer {peer.addr} refused this node: {reason}; give every node the same "
+                "-secret-file (or PULLER_SECRET) and -cluster"))
+            raise ConnectionError(f"refused: {reason}")
         envelope = self.receiver.decode(payload, wall_ms())
         if envelope.sender == self.node:
             raise SelfConnection()

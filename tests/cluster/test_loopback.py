@@ -189,3 +189,17 @@ def _history(daemon, service: str) -> list[dict]:
             f"http://127.0.0.1:{daemon.port + 1}/v1/services/{service}/history",
             headers={"Authorization": f"Bearer {daemon.api_key()}"}), timeout=10) as response:
         return json.loads(response.read())["revisions"]
+
+
+def test_a_node_joining_with_another_secret_is_told_plainly(daemons, tmp_path):
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("right-secret\n")
+    wrong.write_text("wrong-secret\n")
+    host = daemons("auth-a", *PLAY, f"-secret-file={right}", "-bind=127.0.0.1")
+    joiner = daemons("auth-b", *PLAY, f"-secret-file={wrong}", "-bind=127.0.0.1",
+                     f"-join=127.0.0.1:{host.port}")
+    wait_until(lambda: "refused this node: authentication failed" in joiner.log(), timeout=20,
+               what="the joiner to be told why it is refused")
+    assert "-secret-file" in joiner.log()
+    assert "right-secret" not in joiner.log() and host.node not in joiner.log().split(
+        "refused this node")[1].split("\n")[0]
