@@ -17,9 +17,9 @@ import logging
 import os
 import secrets
 import stat
-import tempfile
 
 from ..errors import PullerError
+from ..fsutil import create_exclusively
 
 log = logging.getLogger(__name__)
 
@@ -84,30 +84,11 @@ def _read(path: str) -> bytes:
 def _create(path: str) -> bytes:
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{SECRET_FILE}.", suffix=".tmp", dir=directory)
+        made = create_exclusively(path, secrets.token_hex(SECRET_BYTES) + "\n")
     except OSError as exc:
         raise PullerError(f"cannot write a cluster secret into {directory}: "
                           f"{exc.strerror or exc}; -state-dir picks another, {_ADVICE}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:  # mkstemp: 0600
-            handle.write(secrets.token_hex(SECRET_BYTES) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temp, path)  # fails if another daemon was first: then its secret it is
-        except FileExistsError:
-            return _read(path)
-    finally:
-        os.unlink(temp)
-    _fsync_dir(directory)
-    log.info("generated a cluster secret in %s: the daemons sharing this state dir share it",
-             path)
+    if made:  # else another daemon was first: then its secret it is
+        log.info("generated a cluster secret in %s: the daemons sharing this state dir share "
+                 "it", path)
     return _read(path)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

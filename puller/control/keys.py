@@ -16,6 +16,7 @@ import re
 import stat
 
 from ..errors import PullerError
+from ..fsutil import create_exclusively
 
 KEY_FILE = "api.key"
 _KEY_RE = re.compile(r"[\x21-\x7e]{1,4096}")  # one line of visible ASCII: a header value
@@ -120,29 +121,10 @@ def _read(path: str) -> str:
 def _create(path: str) -> bool:
     """Write a new key to ``path`` unless a file is there; True if this call made it."""
     import secrets
-    import tempfile
 
     if os.path.lexists(path):
         return False
-    directory = os.path.dirname(path)
-    handle, temp = tempfile.mkstemp(prefix=".api.key.", dir=directory)  # mode 0600
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(temp, path)  # atomic, and fails if another daemon was first
-        except FileExistsError:
-            return False
-    finally:
-        os.unlink(temp)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
+    return create_exclusively(path, secrets.token_urlsafe(32) + "\n")
 
 
 def _check_owner(path: str) -> None:

@@ -27,7 +27,7 @@ from .directory import DefinitionDir
 from .docker import Docker
 from .executor import Executor, Outcome, remember
 from .history import History
-from .memoryfile import load_memory, memory_to_json, save_memory
+from .memoryfile import load_memory, save_memory
 from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
 from .pulls import PullJobs
 from .report import PassReport
@@ -100,7 +100,7 @@ class Reconciler:
         if outcomes:  # what runs now, for status (an extra call only after a change)
             containers = self.docker.containers(self.config.node)
         memory = remember(self.memory, the_plan, pulls, outcomes, now)
-        if memory_to_json(memory) != memory_to_json(self.memory):
+        if (memory.failures, memory.restarts) != (self.memory.failures, self.memory.restarts):
             save_memory(self.memory_path, memory)
         self.memory = memory
         self.history.observe(

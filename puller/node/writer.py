@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from typing import Any
 
 from .. import constants
 from ..errors import DefinitionError
+from ..fsutil import fsync_directory, remove_if_present, write_temporary
 from ..images.reference import Reference
 from .definitions import (DEFINITION_MODE, FIELDS, NAME_RE, Service, definition_fields,
                           definition_path, parse_definition, read_definition, render_definition)
@@ -44,8 +44,8 @@ def write_definitions(directory: str, items: list[dict[str, Any]]) -> list[Servi
         raise
     for _, _, backup in staged:
         if backup is not None:
-            _unlink(backup)
-    _sync_directory(directory)
+            remove_if_present(backup)
+    fsync_directory(directory)
     return [service for _, _, service in prepared]
 
 
@@ -72,24 +72,13 @@ def _prepare(directory: str, fields: dict[str, Any]) -> tuple[str, str, Service]
 
 def _stage(path: str, text: str) -> str:
     """``text`` in a synced temporary file beside ``path``, with the mode ``path`` will have."""
-    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                                         suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, _private_mode(path))
-    except BaseException:
-        _unlink(temporary)
-        raise
-    return temporary
+    return write_temporary(path, text, _private_mode(path))
 
 
 def _backup(path: str) -> str | None:
     """A hard link to the file about to be replaced (None when there is none)."""
     backup = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.bak")
-    _unlink(backup)
+    remove_if_present(backup)
     try:
         os.link(path, backup)
     except FileNotFoundError:
@@ -101,27 +90,12 @@ def _undo(staged: list[tuple[str, str, str | None]]) -> None:
     """Put back what was there before the renames, and drop the temporaries."""
     for path, temporary, backup in staged:
         if os.path.exists(temporary):
-            _unlink(temporary)
+            remove_if_present(temporary)
             continue  # never renamed: the old file is untouched
         if backup is not None:
             os.replace(backup, path)
         else:
-            _unlink(path)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _sync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            remove_if_present(path)
 
 
 def _private_mode(path: str) -> int:
