@@ -16,6 +16,8 @@ import urllib.request
 
 import pytest
 
+from .testenv import stop_process
+
 ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
 
@@ -58,12 +60,7 @@ class Member:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             self.log.close()
 
     def healthy(self) -> bool:

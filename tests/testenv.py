@@ -45,6 +45,16 @@ def docker(*args: str, check: bool = True, timeout: float = 120, input: str | No
                           timeout=timeout, input=input)
 
 
+def stop_process(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it is still there after ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -104,14 +114,8 @@ class Engine:
 
     def close(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, grace=30)
 
 
 @dataclass
@@ -150,12 +154,7 @@ class Registry:
         """Stop the registry process; its storage stays for a restart."""
         process, self.process = self.process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
     def log(self) -> str:
         with open(os.path.join(self.root, "registry.log")) as handle:

@@ -2,14 +2,16 @@
 
 The interpreter running the tests may live where ``nobody`` cannot read it
 (a virtualenv or pyenv in root's home), so the user's side runs with the system
-interpreter (/usr/bin/python3) and a world-readable copy of the packages the
-client needs: puller itself, click, PyYAML (without its C extension, which
-PyYAML then does without) and google-re2 (with its extension, built for this
-same Python 3.11 ABI: the client checks a file's node pattern before sending).
+interpreter (/usr/bin/python3, the same 3.11 ABI) and a world-readable copy of
+puller's runtime packages (``install_requires`` of setup.cfg and what they
+need, compiled extensions included): ``copy_runtime``. ``Nobody`` (the
+client's side) and ``cluster/unprivileged.py`` (a daemon's) both use it.
 """
 
 from __future__ import annotations
 
+import configparser
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -18,32 +20,79 @@ import sys
 import tempfile
 
 import pytest
+from packaging.requirements import Requirement
 
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
-PACKAGES = ("puller", "click", "yaml", "re2")
-NATIVE = ("re2",)  # packages whose compiled extension is needed
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def runtime_requirements() -> list[str]:
+    """``install_requires`` of setup.cfg (found in whichever section holds it)."""
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(CHECKOUT, "setup.cfg"))
+    for section in parser.sections():
+        if parser.has_option(section, "install_requires"):
+            return [line.strip() for line in parser.get(section, "install_requires").splitlines()
+                    if line.strip()]
+    raise RuntimeError("setup.cfg has no install_requires")
+
+
+def distributions(requirements: list[str]) -> list[importlib.metadata.Distribution]:
+    """The installed distributions of ``requirements`` and of everything they need."""
+    extras: dict[str, set[str]] = {}
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [Requirement(text) for text in requirements]
+    while todo:
+        requirement = todo.pop()
+        key = requirement.name.lower().replace("_", "-")
+        wanted = set(requirement.extras)
+        if key in found and wanted <= extras[key]:
+            continue
+        extras[key] = extras.get(key, set()) | wanted
+        found[key] = dist = importlib.metadata.distribution(requirement.name)
+        for text in dist.requires or []:
+            needed = Requirement(text)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": extra})
+                                            for extra in extras[key] or {""}):
+                todo.append(needed)
+    return list(found.values())
+
+
+def copy_runtime(site: str) -> None:
+    """Copy puller's runtime packages (not puller itself) into ``site``."""
+    for dist in distributions(runtime_requirements()):
+        for file in dist.files or []:
+            if str(file).startswith(".."):
+                continue  # scripts and data outside site-packages
+            source = str(file.locate())
+            if os.path.isfile(source):
+                target = os.path.join(site, str(file))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(source, target)
+
+
+def readable_by_all(root: str) -> None:
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = os.path.join(directory, name)
+            os.chmod(path, os.stat(path).st_mode | 0o444)
 
 
 class Nobody:
-    """A world-readable directory holding the packages; ``run`` runs as nobody there."""
+    """A world-readable directory holding puller and its packages; ``run`` runs as nobody there."""
 
     def __init__(self) -> None:
         self.root = tempfile.mkdtemp(prefix="puller-nobody-")
-        os.chmod(self.root, 0o755)
         self.site = os.path.join(self.root, "site")
-        for name in PACKAGES:
-            spec = importlib.util.find_spec(name)
-            assert spec is not None and spec.submodule_search_locations, name
-            source = list(spec.submodule_search_locations)[0]
-            skip = ("__pycache__",) if name in NATIVE else ("*.so", "__pycache__")
-            shutil.copytree(source, os.path.join(self.site, name),
-                            ignore=shutil.ignore_patterns(*skip))
-        for directory, dirs, files in os.walk(self.root):
-            for entry in dirs:
-                os.chmod(os.path.join(directory, entry), 0o755)
-            for entry in files:
-                os.chmod(os.path.join(directory, entry), 0o644)
+        spec = importlib.util.find_spec("puller")
+        assert spec is not None and spec.submodule_search_locations
+        shutil.copytree(list(spec.submodule_search_locations)[0],
+                        os.path.join(self.site, "puller"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        copy_runtime(self.site)
+        readable_by_all(self.root)
 
     def path(self, name: str) -> str:
         """A path in the shared directory (readable by nobody)."""

@@ -2,57 +2,20 @@
 
 The test interpreter's packages may live where ``nobody`` cannot read (a
 virtualenv under root's home), so the runtime dependencies are copied into a
-directory ``nobody`` can read, put on ``PYTHONPATH`` of the system
-``python3`` (the same 3.11 ABI). ``docker`` is a script that exits 0:
+directory ``nobody`` can read (``tests/unprivileged.copy_runtime``), put on
+``PYTHONPATH`` of the system ``python3`` (the same 3.11 ABI). ``docker`` is a script that exits 0:
 ``nobody`` cannot reach the engine anyway, and the daemon gets past start-up.
 """
 
 from __future__ import annotations
 
-import configparser
-import importlib.metadata
 import os
 import shutil
 import subprocess
 import tempfile
 
-from packaging.requirements import Requirement
-
-NOBODY = 65534
-SYSTEM_PYTHON = "/usr/bin/python3"
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def runtime_requirements() -> list[str]:
-    """``install_requires`` of setup.cfg (found in whichever section holds it)."""
-    parser = configparser.ConfigParser()
-    parser.read(os.path.join(CHECKOUT, "setup.cfg"))
-    for section in parser.sections():
-        if parser.has_option(section, "install_requires"):
-            return [line.strip() for line in parser.get(section, "install_requires").splitlines()
-                    if line.strip()]
-    raise RuntimeError("setup.cfg has no install_requires")
-
-
-def distributions(requirements: list[str]) -> list[importlib.metadata.Distribution]:
-    """The installed distributions of ``requirements`` and of everything they need."""
-    extras: dict[str, set[str]] = {}
-    found: dict[str, importlib.metadata.Distribution] = {}
-    todo = [Requirement(text) for text in requirements]
-    while todo:
-        requirement = todo.pop()
-        key = requirement.name.lower().replace("_", "-")
-        wanted = set(requirement.extras)
-        if key in found and wanted <= extras[key]:
-            continue
-        extras[key] = extras.get(key, set()) | wanted
-        found[key] = dist = importlib.metadata.distribution(requirement.name)
-        for text in dist.requires or []:
-            needed = Requirement(text)
-            if needed.marker is None or any(needed.marker.evaluate({"extra": extra})
-                                            for extra in extras[key] or {""}):
-                todo.append(needed)
-    return list(found.values())
+from ..unprivileged import (CHECKOUT, NOBODY, SYSTEM_PYTHON, copy_runtime,  # noqa: F401
+                            readable_by_all)
 
 
 class Unprivileged:
@@ -71,20 +34,8 @@ class Unprivileged:
         with open(docker, "w") as handle:
             handle.write("#!/bin/sh\nexit 0\n")
         os.chmod(docker, 0o755)
-        for dist in distributions(runtime_requirements()):
-            for file in dist.files or []:
-                if str(file).startswith(".."):
-                    continue  # scripts and data outside site-packages
-                source = str(file.locate())
-                if os.path.isfile(source):
-                    target = os.path.join(self.site, str(file))
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    shutil.copy2(source, target)
-        for directory, dirs, files in os.walk(self.root):
-            os.chmod(directory, 0o755)
-            for name in files:
-                path = os.path.join(directory, name)
-                os.chmod(path, os.stat(path).st_mode | 0o444)
+        copy_runtime(self.site)
+        readable_by_all(self.root)
         return self
 
     def home(self, name: str) -> str:

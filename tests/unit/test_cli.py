@@ -14,13 +14,6 @@ from puller import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture
-def started(monkeypatch):
-    configs = []
-    monkeypatch.setattr(cli, "run_daemon", configs.append)
-    monkeypatch.setattr(cli, "_setup_logging", lambda verbose: None)
-    return configs
-
 
 @pytest.mark.parametrize("argv", [
     ["-d", "-node=box-1", "-dir=/x/y", "-port=7710", "-interval=2", "-pull-every=3"],

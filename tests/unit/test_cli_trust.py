@@ -10,13 +10,6 @@ from click.testing import CliRunner
 from puller import cli, commands
 
 
-@pytest.fixture
-def started(monkeypatch):
-    configs = []
-    monkeypatch.setattr(cli, "run_daemon", configs.append)
-    monkeypatch.setattr(cli, "_setup_logging", lambda verbose: None)
-    return configs
-
 
 def run(argv, env=None):
     return CliRunner().invoke(cli.cli, argv, env={"PULLER_APIKEY": None, "PULLER_HOOK_KEY": None,
