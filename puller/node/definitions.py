@@ -22,11 +22,12 @@ import yaml
 from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, RunLineError
 from ..images.reference import Reference
+from .rolloutspec import RolloutSpec, fixed_host_ports, parse_rollout
 from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout", "notify")
+FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout", "notify", "rollout")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -68,6 +69,7 @@ class Service:
     digest: str | None = None
     health_timeout: float | None = None
     notify: tuple[str, ...] = ()  # this service's own notification URLs (Apprise)
+    rollout: RolloutSpec | None = None  # how a change travels through the fleet
 
     @property
     def image_ref(self) -> str:
@@ -195,7 +197,8 @@ def parse_definition(text: str, path: str, default_name: str | None = None) -> S
     if disagreement:
         raise DefinitionError(path, f"bash: {disagreement}", lines.get("bash"))
     return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
-                   digest=digest, health_timeout=health_timeout, notify=notify)
+                   digest=digest, health_timeout=health_timeout, notify=notify,
+                   rollout=field.rollout(run))
 
 
 def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool) -> str | None:
@@ -306,6 +309,17 @@ class _Fields:
                                       "notify: [\"json://host/path\"]")
         return tuple(url.strip() for url in urls)
 
+    def rollout(self, run: RunLine) -> RolloutSpec | None:
+        spec = parse_rollout(self.data.get("rollout"), lambda why: self.fail("rollout", why))
+        fixed = fixed_host_ports(run.options) if spec and spec.order == "start-first" else []
+        if fixed:
+            raise self.fail("rollout", f"rollout: order start-first runs the new container "
+                                       f"beside the old one, and `{fixed[0]}` in the run line "
+                                       "binds a fixed host port that both would need; use "
+                                       "order: stop-first, or let docker pick the host port "
+                                       "(-p 80) behind a proxy")
+        return spec
+
 
 def read_definition(path: str) -> Service:
     """Read and validate one file; unreadable or undecodable files are DefinitionErrors."""
@@ -362,6 +376,8 @@ def definition_fields(service: Service) -> dict[str, Any]:
         fields["health_timeout"] = service.health_timeout
     if service.notify:
         fields["notify"] = list(service.notify)
+    if service.rollout is not None:
+        fields["rollout"] = service.rollout.to_fields()
     return fields
 
 
