@@ -28,6 +28,7 @@ from .storeurl import StoreConfig
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 5.0  # seconds for one request
+INVALID_TOKEN = "invalid auth token"
 WATCH_IDLE = 15.0  # seconds a watch may stay silent before it is opened again
 
 
@@ -89,6 +90,11 @@ class EtcdClient:
             host=host, port=port, protocol="https" if config.tls else "http",
             ca_cert=config.ca, cert_cert=config.cert, cert_key=config.key,
             timeout=REQUEST_TIMEOUT, api_path="/v3/") for host, port in config.endpoints]
+        if config.ca:
+            # requests lets REQUESTS_CA_BUNDLE (set on many hosts) override a
+            # session's CA: the store's own CA must decide, whatever the environment
+            for client in self._clients:
+                client.session.trust_env = False
         self._token: str | None = None
         self._watching: requests.Response | None = None
 
@@ -108,29 +114,38 @@ class EtcdClient:
                 self._token = None
 
     def call(self, path: str, body: dict) -> dict:
-        """POST one request; on a dead endpoint, the next one is tried once each."""
+        """POST one request; on a dead endpoint, the next one is tried once each.
+        An auth token etcd no longer knows (they expire) is renewed once."""
         last: Exception | None = None
         for _ in self._clients:
             client = self._client()
             try:
-                self._authenticate(client)
-                return client.post(client.get_url(path), json=body)
+                try:
+                    self._authenticate(client)
+                    return client.post(client.get_url(path), json=body)
+                except etcd_errors.Etcd3Exception as exc:
+                    if not self.config.user or INVALID_TOKEN not in _detail(exc):
+                        raise
+                    self._authenticate(client, renew=True)
+                    return client.post(client.get_url(path), json=body)
             except (etcd_errors.Etcd3Exception, requests.RequestException, ValueError) as exc:
                 last = exc
                 self._failed_over(client)
-        detail = getattr(last, "detail_text", None) or last
-        raise EtcdDown(f"etcd does not answer at {', '.join(self._names())}: {detail}")
+        raise EtcdDown(f"etcd does not answer at {', '.join(self._names())}: "
+                       f"{_explain(last, self.config)}")
 
     def _names(self) -> list[str]:
         return [f"{host}:{port}" for host, port in self.config.endpoints]
 
-    def _authenticate(self, client: Any) -> None:
-        if not self.config.user or (self._token and "Authorization" in client.session.headers):
+    def _authenticate(self, client: Any, renew: bool = False) -> None:
+        headers = client.session.headers
+        if not self.config.user or (not renew and self._token and "Authorization" in headers):
             return
+        headers.pop("Authorization", None)  # etcd refuses even a login that shows a stale token
         reply = client.post(client.get_url("/auth/authenticate"),
                             json={"name": self.config.user, "password": self.config.password})
         self._token = reply["token"]
-        client.session.headers["Authorization"] = self._token
+        headers["Authorization"] = self._token
 
     # Keys ----------------------------------------------------------------------------
 
@@ -240,3 +255,23 @@ class EtcdClient:
                       for e in result.get("events", [])]
             if events:
                 yield revision, events
+
+
+def _detail(exc: BaseException | None) -> str:
+    return str(getattr(exc, "detail_text", None) or exc)
+
+
+def _explain(exc: BaseException | None, config: StoreConfig) -> str:
+    """Why a request failed, with the setting that fixes a TLS mismatch."""
+    detail = _detail(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        return (f"etcd's certificate is not trusted ({detail}); give the CA that signed it "
+                "with -store-ca")
+    if config.tls and not config.cert and ("BAD_CERTIFICATE" in detail or "EOF occurred" in detail
+                                           or "CERTIFICATE_REQUIRED" in detail):
+        return (f"etcd ended the TLS handshake ({detail}); it may want a client certificate: "
+                "give one with -store-cert and -store-key")
+    if not config.tls and ("RemoteDisconnected" in detail or "HTTP request to an HTTPS" in detail):
+        return (f"{detail}; if etcd speaks TLS, give its CA with -store-ca (and a client "
+                "certificate with -store-cert and -store-key, if it wants one)")
+    return detail
