@@ -11,7 +11,8 @@
   every service is settled again (pending local edits pushed, others taken).
 - ``PREFIX/nodes/NODE`` holds this node's status (the daemon's ``status()``)
   under a lease of ``NODE_TTL`` seconds: ``peer_table()`` and
-  ``broadcast("status")`` read them; a node that stops vanishes.
+  ``broadcast("status")`` read them; a node that stops vanishes. Other
+  requests (``pull``) are relayed through etcd by ``etcdrequests``.
 - etcd down: nothing changes on the node (the containers run their last
   definitions, local edits still apply locally); one line is logged, the
   backend retries with backoff, and catches up when etcd is back.
@@ -35,6 +36,7 @@ from .backend import Handler
 from .dirsync import DirectorySync, wall_ms
 from .etcdclient import Compacted, EtcdClient, EtcdDown, KeyValue
 from .etcdmirror import Action, MirrorState, decide
+from .etcdrequests import EtcdRequests
 from .storeurl import StoreConfig
 from .versions import Clock, Record, Store, Version
 
@@ -55,7 +57,7 @@ class EtcdBackendConfig:
 
 
 class EtcdBackend:
-    """Implements ``backend.ClusterBackend`` on etcd; owns two threads; ``close()`` is idempotent."""
+    """Implements ``backend.ClusterBackend`` on etcd; owns three threads; ``close()`` is idempotent."""
 
     def __init__(self, config: EtcdBackendConfig, on_change: Callable[[], None],
                  handlers: dict[str, Handler] | None = None,
@@ -77,6 +79,9 @@ class EtcdBackend:
         self._connected = threading.Event()  # the prefix was read since the last failure
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # other nodes' requests (pull), relayed through etcd; status is the node records
+        relayed = {kind: handler for kind, handler in self.handlers.items() if kind != "status"}
+        self.relay = EtcdRequests(self.client, config.store, self.node, relayed, self._stop)
         self.dir.load_state()
         self._load_mirror()
 
@@ -285,7 +290,8 @@ class EtcdBackend:
     def start(self) -> "EtcdBackend":
         self.sync_dir()
         for target, name in ((self._follow, "puller-etcd-watch"),
-                             (self._heartbeat, "puller-etcd-status")):
+                             (self._heartbeat, "puller-etcd-status"),
+                             (self.relay.follow, "puller-etcd-requests")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -309,16 +315,15 @@ class EtcdBackend:
             return {**self.lost, **self.dir.conflicts}
 
     def broadcast(self, kind: str, body: dict) -> list[dict]:
-        """``status``: every other node's status record. ``pull``: not carried
-        through etcd yet; the answer says so."""
-        if kind == "status":
-            try:
-                return self._node_records()
-            except EtcdDown as exc:
-                return [{"node": None, "addr": self.client.endpoint, "error": str(exc)}]
-        return [{"node": None, "addr": "etcd",
-                 "error": f"'{kind}' is not sent to other nodes with -store=etcd; ask each "
-                          "node's API (puller -api=... pull NAME)"}]
+        """``status``: every other node's status record; other kinds (``pull``) are
+        relayed through etcd to the nodes whose record is there (``etcdrequests``)."""
+        try:
+            nodes = self._node_records()
+            if kind == "status":
+                return nodes
+            return self.relay.ask(kind, body, [str(n.get("node")) for n in nodes])
+        except EtcdDown as exc:
+            return [{"node": None, "addr": self.client.endpoint, "error": str(exc)}]
 
     def close(self) -> None:
         self._stop.set()

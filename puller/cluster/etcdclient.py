@@ -96,7 +96,7 @@ class EtcdClient:
             for client in self._clients:
                 client.session.trust_env = False
         self._token: str | None = None
-        self._watching: requests.Response | None = None
+        self._watching: set[requests.Response] = set()  # open watches, closed by interrupt()
 
     @property
     def endpoint(self) -> str:
@@ -212,7 +212,7 @@ class EtcdClient:
         except (etcd_errors.Etcd3Exception, requests.RequestException) as exc:
             self._failed_over(client)
             raise EtcdDown(f"etcd at {self.endpoint} does not answer a watch: {exc}") from None
-        self._watching = response
+        self._watching.add(response)
         with response:
             try:
                 yield from self._read_watch(response, stop)
@@ -226,14 +226,16 @@ class EtcdClient:
                 raise EtcdDown(f"the watch on {self.endpoint} broke: {exc}") from None
 
     def interrupt(self) -> None:
-        """Wake a thread waiting in ``watch`` (from another thread, at close)."""
-        response, self._watching = self._watching, None
-        try:
-            sock = socket.fromfd(response.raw._fp.fileno(), socket.AF_INET, socket.SOCK_STREAM)
-            sock.shutdown(socket.SHUT_RDWR)  # the socket, not the duplicated descriptor
-            sock.close()
-        except Exception:  # no watch, or already closed
-            pass
+        """Wake the threads waiting in ``watch`` (from another thread, at close)."""
+        watching, self._watching = self._watching, set()
+        for response in watching:
+            try:
+                sock = socket.fromfd(response.raw._fp.fileno(), socket.AF_INET,
+                                     socket.SOCK_STREAM)
+                sock.shutdown(socket.SHUT_RDWR)  # the socket, not the duplicated descriptor
+                sock.close()
+            except Exception:  # already closed
+                pass
 
     @staticmethod
     def _read_watch(response: requests.Response,

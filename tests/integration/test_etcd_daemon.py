@@ -46,3 +46,18 @@ def test_edit_on_one_node_runs_on_the_other_through_etcd(etcd, live_node, images
     wait_until(lambda: inspect("etcd-web") is None, timeout=30, what="the container removed")
     wait_until(lambda: not os.path.exists(os.path.join(one.directory, "etcd-web.yml")),
                timeout=30, what="the definition gone on node 1")
+
+
+def test_pull_all_reaches_every_node_through_etcd(etcd, live_node, images):
+    store = parse_store_url(etcd.url())
+    one = live_node(store=store, interval=600.0)
+    two = live_node(store=store, interval=600.0)
+    port = one.web("etcd-pull", images.repo, node=f"^{two.name}$")
+    serving(port, "v1")
+    wait_until(lambda: len(one.daemon.peers()) == 1, timeout=20, what="node 2's status in etcd")
+    status, reply = one.call("POST", "/v1/services/etcd-pull/pull-all")
+    assert status == 200, reply
+    answers = {answer.get("node"): answer for answer in reply["nodes"]}
+    assert set(answers) == {one.name, two.name}, reply
+    assert answers[two.name]["runs_here"] and not answers[one.name]["runs_here"]
+    assert not any(answer.get("error") for answer in answers.values()), reply
