@@ -99,7 +99,7 @@ def _setup_logging(verbose: bool) -> None:
               default=constants.DEFAULT_STATE_DIR, show_default=True,
               type=click.Path(file_okay=False),
               help="puller's own state: the API key, the generated cluster secret, the "
-                   "history, its docker config for Google registries.")
+                   "history, the images it pulled, its docker config for Google registries.")
 @click.option("-join", "--join", "join", multiple=True, envvar="PULLER_JOIN",
               help="A peer to join, host[:port] (default port 7946); repeatable, or a comma list.")
 @click.option("-cluster", "--cluster", "cluster_name", default=constants.DEFAULT_CLUSTER,

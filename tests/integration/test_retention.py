@@ -88,3 +88,25 @@ def test_keep_images_zero_turns_retention_off(node, registry, cleanup):
         for digest in digests:
             assert present(f"{repo}@{digest}")
         assert not os.path.exists(os.path.join(config.state_dir, "pulled.json"))
+
+
+def test_an_engine_refusal_is_quiet_and_never_fatal(node, registry, cleanup, monkeypatch, caplog):
+    """Were the policy ever to name an image in use, the engine refuses (no
+    force): the run goes on, the image and its record stay."""
+    import logging
+
+    from puller.node import pruner
+
+    repo, digests = push_releases(registry, cleanup, 1)
+    port = node.web("refused", repo, tag="v1")
+    node.tick()
+    serving(port, "v1")
+    running = image_id(f"{repo}@{digests[0]}")
+    assert set(node.daemon.pulled.snapshot()) == {running}
+    monkeypatch.setattr(pruner, "removable", lambda pulled, *args: tuple(pulled))
+    with caplog.at_level(logging.DEBUG, logger="puller.node.pruner"):
+        assert node.daemon.pruner.run({f"{repo}:v1"}) == ()
+    assert "the engine refused to remove it" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert present(running) and set(node.daemon.pulled.snapshot()) == {running}
+    serving(port, "v1")
