@@ -99,7 +99,7 @@ def _setup_logging(verbose: bool) -> None:
               default=constants.DEFAULT_STATE_DIR, show_default=True,
               type=click.Path(file_okay=False),
               help="puller's own state: the API key, the generated cluster secret, the "
-                   "history, its docker config for Google registries.")
+                   "history, the images it pulled, its docker config for Google registries.")
 @click.option("-join", "--join", "join", multiple=True, envvar="PULLER_JOIN",
               help="A peer to join, host[:port] (default port 7946); repeatable, or a comma list.")
 @click.option("-cluster", "--cluster", "cluster_name", default=constants.DEFAULT_CLUSTER,
@@ -141,6 +141,13 @@ def _setup_logging(verbose: bool) -> None:
                    "slack://, mailto://, ...); repeatable, or a list split by spaces or commas.")
 @click.option("-metrics", "--metrics", "metrics", envvar="PULLER_METRICS", default=None,
               help="ADDR:PORT to serve Prometheus metrics on, at /metrics [default: off].")
+@click.option("-keep-images", "--keep-images", "keep_images",
+              default=constants.DEFAULT_KEEP_IMAGES, show_default=True,
+              envvar="PULLER_KEEP_IMAGES", type=click.IntRange(min=0),
+              help="Image retention: once a deploy proves itself, remove the images puller "
+                   "pulled that no container uses and that are not among the last N releases "
+                   "of a service (rollback to those needs no registry). Images puller did not "
+                   "pull are never removed. 0 turns retention off.")
 @click.version_option(__version__, "-version", "--version", prog_name="puller")
 @click.pass_context
 def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
@@ -152,7 +159,7 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
         bind: str | None, store_url: str | None, store_ca: str | None,
         store_cert: str | None, store_key: str | None, name_template: str,
         google_registries: tuple[str, ...], notify: tuple[str, ...],
-        metrics: str | None) -> None:
+        metrics: str | None, keep_images: int) -> None:
     """puller: keeps Docker containers deployed from YAML service definitions.
 
     \b
@@ -198,7 +205,7 @@ def cli(ctx: click.Context, daemon: bool, node: str, directory: str, port: int,
                       join=tuple(seed for item in join for seed in item.split(",") if seed.strip()),
                       zeroconf=zeroconf, bind=bind,
                       store=_store(store_url, store_ca, store_cert, store_key),
-                      notify=_urls(notify), metrics=metrics))
+                      notify=_urls(notify), metrics=metrics, keep_images=keep_images))
 
 
 def _store(url: str | None, ca: str | None, cert: str | None, key: str | None):

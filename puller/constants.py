@@ -44,6 +44,7 @@ API_PASS_TIMEOUT = 300.0  # seconds an HTTP trigger waits for its pass
 
 DEFAULT_HEALTH_TIMEOUT = 10.0  # seconds a new container must stay up before its predecessor goes
 HISTORY_LENGTH = 20  # revisions kept per service
+DEFAULT_KEEP_IMAGES = 3  # releases per service whose pulled images stay; 0: retention off
 PROBATION_CHECK = 1.0  # seconds between looks at a container on probation
 
 DEFAULT_CLUSTER = "default"

@@ -73,6 +73,7 @@ class Config:
     store: StoreConfig | None = None  # -store=etcd://...: etcd instead of the gossip
     notify: tuple[str, ...] = ()  # Apprise URLs told of every service's events
     metrics: str | None = None  # ADDR:PORT to serve Prometheus metrics on
+    keep_images: int = constants.DEFAULT_KEEP_IMAGES  # image retention; 0: off
 
     def container_name(self, service: str) -> str:
         return self.name_template.format(service=service, node=self.node)
@@ -308,6 +309,7 @@ class Daemon(Reconciler):
         self.start_cluster()
         self.start_watching()
         self.pull_in_background(self.wake)
+        self.pruner.in_background()
         log.info("puller on node %s: watching %s, a pass every %g s, pulling every %d pass(es)",
                  self.config.node, self.config.directory, self.config.interval,
                  self.config.pull_every)
@@ -376,6 +378,7 @@ class Daemon(Reconciler):
             cluster.close()
         if self.pull_jobs is not None:
             self.pull_jobs.close()
+        self.pruner.close()
         self.notifier.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -130,12 +130,30 @@ class Docker:
             raise DockerError([self.executable, "image", "inspect", *ids], code, err)
         return {image.id: image for image in (Image.from_inspect(item) for item in items)}
 
+    def image_ids_in_use(self) -> set[str]:
+        """The image ids of every container on the engine, running or stopped,
+        puller's or not: one ``docker ps`` and one batched ``docker inspect``."""
+        _, out, _ = self._run("ps", "--all", "--quiet", "--no-trunc")
+        ids = out.split()
+        if not ids:
+            return set()
+        code, out, err = self._run("container", "inspect", "--format", "{{.Image}}", *ids,
+                                   ok_codes=(0, 1))
+        if code != 0 and "No such" not in err:  # only a container gone meanwhile is fine
+            raise DockerError([self.executable, "container", "inspect", *ids], code, err)
+        return {line.strip() for line in out.splitlines() if line.strip()}
+
     # Changes ---------------------------------------------------------------
 
     def pull(self, ref: str, config_dir: str | None = None) -> None:
         """``docker pull``; ``config_dir`` picks another docker config (credentials)."""
         config = ["--config", config_dir] if config_dir else []
         self._run(*config, "pull", "--quiet", ref, timeout=constants.PULL_TIMEOUT)
+
+    def remove_image(self, image_id: str) -> None:
+        """``docker image rm`` without force: the engine refuses an image a
+        container uses or that has several tags (a DockerError)."""
+        self._run("image", "rm", image_id)
 
     def tag(self, source: str, target: str) -> None:
         self._run("tag", source, target)

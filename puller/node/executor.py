@@ -69,7 +69,8 @@ class Executor:
 
     def __init__(self, docker: Docker, node: str, workers: int = constants.DEPLOY_WORKERS,
                  pull_config: Callable[[str, bool], str | None] | None = None,
-                 container_name: Callable[[str], str] = str):
+                 container_name: Callable[[str], str] = str,
+                 on_pulled: Callable[[str, str, bool], None] | None = None):
         self.docker = docker
         self.node = node
         self.workers = workers
@@ -77,6 +78,9 @@ class Executor:
         # ref, refresh → the docker config dir to pull it with (None: the host's);
         # logs in to Google registries on the way.
         self.pull_config = pull_config or (lambda ref, refresh: None)
+        # (image id, ref, whether the pull brought the image): the record of
+        # pulled images, for image retention; None: nothing is recorded
+        self.on_pulled = on_pulled
 
     # Pulls -------------------------------------------------------------------
 
@@ -110,13 +114,26 @@ class Executor:
 
     def _pull(self, ref: str, digest: str | None, refresh: bool) -> None:
         config = self.pull_config(ref, refresh)
+        # exactly what was checked, then the tag is moved to it locally
+        exact = Reference.parse(ref).with_digest(digest) if digest else ref
+        before = self._local_id(exact) if self.on_pulled is not None else None
+        self.docker.pull(exact, config_dir=config)
         if digest:
-            # exactly what was checked, then the tag is moved to it locally
-            exact = Reference.parse(ref).with_digest(digest)
-            self.docker.pull(exact, config_dir=config)
             self.docker.tag(exact, ref)
-        else:
-            self.docker.pull(ref, config_dir=config)
+        if self.on_pulled is not None:
+            after = self._local_id(exact)
+            if after:  # brought: absent before (or, for a tag, another image)
+                self.on_pulled(after, ref, before != "" and before != after)
+
+    def _local_id(self, ref: str) -> str | None:
+        """The id of the local image ``ref`` names; None if absent; "" if it
+        cannot be told (then a pull never counts as bringing the image)."""
+        try:
+            image = self.docker.images([ref]).get(ref)
+        except DockerError as exc:
+            log.debug("cannot tell whether %s is present: %s", ref, exc)
+            return ""
+        return image.id if image is not None else None
 
     # Containers --------------------------------------------------------------
 

@@ -139,3 +139,9 @@ class History:
     def revisions(self, name: str) -> list[dict]:
         with self._lock:
             return [dict(entry) for entry in self.entries.get(name, [])]
+
+    def all_revisions(self) -> dict[str, list[dict]]:
+        """Every service's revisions (copies), for image retention."""
+        with self._lock:
+            return {name: [dict(entry) for entry in entries]
+                    for name, entries in self.entries.items()}

@@ -29,6 +29,8 @@ from .executor import Executor, Outcome, remember
 from .history import History
 from .memoryfile import load_memory, save_memory
 from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
+from .pruner import Pruner
+from .pulled import PulledImages
 from .pulls import PullJobs
 from .report import PassReport
 
@@ -42,6 +44,7 @@ class Settings(Protocol):
     directory: str
     state_dir: str
     google_registries: tuple[str, ...]
+    keep_images: int  # releases per service whose pulled images stay; 0: retention off
 
     def container_name(self, service: str) -> str: ...
 
@@ -60,11 +63,14 @@ class Reconciler:
         self.logins = GoogleLogins(self.docker, self.freshness.google,
                                    os.path.join(config.state_dir, "docker"),
                                    config.google_registries)
+        self.pulled = PulledImages(os.path.join(config.state_dir, "pulled.json"))
         self.executor = Executor(self.docker, config.node, pull_config=self.logins.config_for,
-                                 container_name=config.container_name)
+                                 container_name=config.container_name,
+                                 on_pulled=self.pulled.note if config.keep_images > 0 else None)
         self.memory_path = os.path.join(config.state_dir, "memory.json")
         self.memory = load_memory(self.memory_path)
         self.history = History(os.path.join(config.state_dir, "history.json"), config.node)
+        self.pruner = Pruner(self.docker, self.pulled, self.history, config.keep_images)
         self.last_report: PassReport | None = None
         self.faults = FaultLog(log)
         self.passes = 0
@@ -106,6 +112,8 @@ class Reconciler:
         self.history.observe(
             {name: definition_fields(service) for name, service in services.items()},
             self._deployed(services, images, containers), now)
+        # after the history has the new release: the last N releases count it
+        self.pruner.after_pass(outcomes, {s.image_ref for s in scan.services.values()})
         faults = self._faults(scan, the_plan)
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,

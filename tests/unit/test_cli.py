@@ -89,3 +89,22 @@ def test_notify_is_repeatable_and_its_variable_a_list(started):
 def test_metrics_are_off_by_default(started):
     CliRunner().invoke(cli.cli, ["-d", "-node=n"], catch_exceptions=False)
     assert started[0].metrics is None and started[0].notify == ()
+
+
+@pytest.mark.parametrize("argv,env,keep", [
+    (["-d"], {}, 3),
+    (["-d", "-keep-images=0"], {}, 0),
+    (["-d", "--keep-images", "5"], {}, 5),
+    (["-d"], {"PULLER_KEEP_IMAGES": "1"}, 1),
+])
+def test_keep_images_defaults_to_three_and_zero_turns_retention_off(started, argv, env, keep):
+    result = CliRunner().invoke(cli.cli, argv, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert started[0].keep_images == keep
+
+
+def test_keep_images_help_says_how_to_turn_it_off(started):
+    result = CliRunner().invoke(cli.cli, ["-d", "-keep-images=-1"])
+    assert result.exit_code == 2 and "-keep-images" in result.output and started == []
+    help_text = " ".join(CliRunner().invoke(cli.cli, ["--help"]).output.split())
+    assert "0 turns retention off" in help_text and "never removed" in help_text
