@@ -71,9 +71,10 @@ class Service:
     notify: tuple[str, ...] = ()  # this service's own notification URLs (Apprise)
     rollout: RolloutSpec | None = None  # how a change travels through the fleet
 
-    @property
+    @functools.cached_property
     def image_ref(self) -> str:
-        """What docker runs: ``repo@digest`` once pinned, else ``repo:tag``."""
+        """What docker runs: ``repo@digest`` once pinned, else ``repo:tag`` (computed once:
+        a pass asks it of every service many times)."""
         reference = Reference.parse(self.repo)
         if self.digest:
             return reference.with_digest(self.digest)
