@@ -27,6 +27,7 @@ from ..backoff import next_backoff
 from ..errors import PullerError
 from ..fsutil import write_atomically
 from .freshness import Freshness
+from .reference import is_tag
 from .versions import best_tag
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,9 @@ class Tracker:
 
     def _list(self, repo: str, now: float) -> None:
         try:
-            tags = tuple(self.freshness.list_tags(repo, self.page_size))
+            # a registry may list anything: only what docker can run as a tag counts
+            tags = tuple(tag for tag in self.freshness.list_tags(repo, self.page_size)
+                         if is_tag(tag))
         except PullerError as exc:
             retry_after = getattr(exc, "retry_after", None)
             with self._lock:
@@ -176,5 +179,5 @@ class Tracker:
             gone = [key for key in self._resolved if key not in keep]
             for key in gone:
                 del self._resolved[key]
-        if gone:
-            self._save()
+            if gone:
+                self._save()

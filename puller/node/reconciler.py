@@ -92,7 +92,8 @@ class Reconciler:
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
         # track: ranges become tags first, so all that follows sees a fixed tag
-        services, waiting = resolve_services(services, self.tracker, now, pull_due, check, pushes)
+        services, waiting = resolve_services(services, self.tracker, now, pull_due, check, pushes,
+                                             prune=scan.complete)
         scan = dataclasses.replace(scan, services={**scan.services, **services})
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         images, pulls, containers = self._read_facts(services, remotes)

@@ -22,10 +22,13 @@ from .definitions import Service
 
 def resolve_services(services: Mapping[str, Service], tracker: Tracker, now: float,
                      pull_due: bool = False, check: Iterable[str] = (),
-                     pushes: Iterable[Push] = ()) -> tuple[dict[str, Service], dict[str, str]]:
+                     pushes: Iterable[Push] = (), prune: bool = True
+                     ) -> tuple[dict[str, Service], dict[str, str]]:
     """(``services`` with each tracked one's tag resolved, the tracked ones that
     wait: name → why). A repository is listed when never listed yet, on a due
-    pass, when one of its services is in ``check``, or when a push names it."""
+    pass, when one of its services is in ``check``, or when a push names it.
+    ``prune`` forgets the resolutions no service uses (not when the directory
+    could not be read: its services are not gone)."""
     tracked = {name: service for name, service in services.items() if service.track}
     repos = {service.repo for service in tracked.values()}
     forced = {tracked[name].repo for name in check if name in tracked}
@@ -42,7 +45,8 @@ def resolve_services(services: Mapping[str, Service], tracker: Tracker, now: flo
             del resolved[name]
         else:
             resolved[name] = dataclasses.replace(service, tag=resolution.tag)
-    tracker.forget(repos, {(service.repo, str(service.track)) for service in tracked.values()})
+    if prune:
+        tracker.forget(repos, {(service.repo, str(service.track)) for service in tracked.values()})
     return resolved, waiting
 
 

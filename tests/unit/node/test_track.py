@@ -216,3 +216,19 @@ def test_puller_tag_replaces_track_in_the_file_in_place(tmp_path):
     service = write_definition(str(tmp_path), fixed(current, "1.1.0"))
     assert service.tag == "1.1.0" and service.track is None
     assert path.read_text() == TRACKED.replace("track: ^1.0\n", "") + "tag: 1.1.0\n"
+
+
+def test_a_listed_name_docker_cannot_run_as_a_tag_is_ignored():
+    registry = Registry({"reg.example/web": ["1.9.0", "1.10.0+build.1", "1.11.0/x", "v1.2.0"]})
+    resolved, _ = resolve_services({"web": tracked()}, Tracker(registry), now=1.0)
+    assert resolved["web"].tag == "1.9.0"
+
+
+def test_an_unreadable_directory_forgets_no_resolution(registry, tmp_path):
+    path = tmp_path / "tracking.json"
+    tracker = Tracker(registry, str(path))
+    resolve_services({"web": tracked()}, tracker, now=1.0)
+    resolve_services({}, tracker, now=2.0, prune=False)
+    assert "^1.0" in path.read_text()
+    resolve_services({}, tracker, now=3.0)  # the service is gone
+    assert "^1.0" not in path.read_text()
