@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 
 from puller.images.credentials import Credentials
+from puller.images.hooks import Push
 from puller.images.reference import Reference
 from puller.images.registry import AuthenticationError, RegistryClient, RegistryError
 
@@ -208,6 +209,11 @@ def test_a_tracked_service_follows_its_range_and_only_its_range(node, registry, 
     report = node.tick(pull_due=True)
     assert report.plan.changes == () and fetch(port) == "1.3.0"
     assert node.daemon.status()["services"]["tracked"]["resolved"] == "1.3.0"
+
+    # a registry notification of a push lists the tags at once, like it checks a digest
+    publish(registry.host, path, "1.4.0", "1.4.0")
+    node.tick(pushes=[Push(path, "1.4.0", host=registry.host)])
+    serving(port, "1.4.0")
 
 
 def test_a_range_nothing_matches_waits_with_why_and_a_new_tag_ends_it(node, registry, cleanup):
