@@ -77,6 +77,7 @@ class Tracker:
         self.listings: dict[str, Listing] = {}
         self._lock = threading.Lock()
         self._resolved: dict[str, dict] = self._load()  # "repo range" → {"tag", "at"}
+        self._best: dict[str, tuple[tuple[str, ...], str | None]] = {}  # per listing, once
 
     def _load(self) -> dict[str, dict]:
         if self.path is None:
@@ -149,7 +150,7 @@ class Tracker:
         with self._lock:
             listing = self.listings.get(repo, Listing())
             remembered = self._resolved.get(key)
-            tag = best_tag(listing.tags, range_) if listing.tags is not None else None
+            tag = self._best_of(key, listing, range_)
             if tag is None:  # nothing listed, or nothing matches: keep what ran
                 tag = remembered["tag"] if remembered else None
                 return Resolution(repo, range_, tag, listing.error,
@@ -161,6 +162,18 @@ class Tracker:
                 self._resolved[key] = remembered = {"tag": tag, "at": now}
                 self._save()
         return Resolution(repo, range_, tag, listing.error, remembered["at"])
+
+    def _best_of(self, key: str, listing: Listing, range_: str) -> str | None:
+        """The best tag of a listing for a range, worked out once per listing
+        (services sharing a range, and passes that list nothing, reuse it)."""
+        if listing.tags is None:
+            return None
+        cached = self._best.get(key)
+        if cached is not None and cached[0] is listing.tags:
+            return cached[1]
+        tag = best_tag(listing.tags, range_)
+        self._best[key] = (listing.tags, tag)
+        return tag
 
     def faults(self) -> dict[str, str]:
         """The repositories whose last listing failed, with why."""
@@ -176,6 +189,8 @@ class Tracker:
         with self._lock:
             for repo in [repo for repo in self.listings if repo not in repos]:
                 del self.listings[repo]
+            for key in [key for key in self._best if key not in keep]:
+                del self._best[key]
             gone = [key for key in self._resolved if key not in keep]
             for key in gone:
                 del self._resolved[key]

@@ -12,6 +12,7 @@ a pre-release of the same ``major.minor.patch``. A range is read strictly
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 import nodesemver
@@ -38,14 +39,20 @@ def version_of(tag: str):
         return None
 
 
+@functools.lru_cache(maxsize=8192)
+def _canonical(tag: str) -> str | None:
+    """``tag`` as the version it spells (``v1.2.3+b7`` → ``1.2.3``), parsed once."""
+    version = version_of(tag)
+    return None if version is None else str(version)
+
+
 def best_tag(tags: Iterable[str], range_: str) -> str | None:
     """The highest of ``tags`` that satisfies ``range_`` (npm's pre-release
     rule included), or None. Tags naming the same version (``1.2.3``,
     ``v1.2.3``, ``1.2.3+b7``) are told apart by spelling: the plain one first,
     then the shortest, then the first in sort order, so the choice never
     depends on the order the registry listed them in."""
-    versions = {tag: str(version) for tag in set(tags)
-                if (version := version_of(tag)) is not None}
+    versions = {tag: version for tag in set(tags) if (version := _canonical(tag)) is not None}
     try:
         best = nodesemver.max_satisfying(sorted(set(versions.values())), range_, loose=False)
     except (ValueError, TypeError, IndexError):
@@ -58,10 +65,10 @@ def best_tag(tags: Iterable[str], range_: str) -> str | None:
 
 def satisfies(tag: str, range_: str) -> bool:
     """Does ``tag`` (a version) satisfy ``range_``?"""
-    version = version_of(tag)
+    version = _canonical(tag)
     if version is None:
         return False
     try:
-        return bool(nodesemver.satisfies(str(version), range_, loose=False))
+        return bool(nodesemver.satisfies(version, range_, loose=False))
     except (ValueError, TypeError, IndexError):
         return False
