@@ -24,7 +24,8 @@ from puller.images.hooks import Push
 from puller.images.reference import Reference
 from puller.images.registry import AuthenticationError, RegistryClient, RegistryError
 
-from ..testenv import Registry, TokenServer, build_image, fetch, free_port, serving
+from ..testenv import (Registry, TokenServer, build_image, docker_login, fetch, free_port,
+                       serving)
 
 USER, PASSWORD = "tracker", "tracker-secret"
 
@@ -139,34 +140,24 @@ def test_tags_are_listed_page_by_page(registry, cleanup):
             client.list_tags(Reference.parse(f"{proxy.host}/{path}-missing"), page_size=2)
 
 
-def test_tags_are_listed_with_a_bearer_token_and_refused_without(engine, cleanup, tmp_path):
+def test_tags_are_listed_with_a_bearer_token_and_refused_without(engine, cleanup, tmp_path,
+                                                                 monkeypatch):
     with TokenServer(users={USER: PASSWORD}) as tokens:
         registry = Registry(extra_config=tokens.registry_auth_config())
         try:
             registry.start()
-            _token_auth(registry, tokens, cleanup, tmp_path)
+            _token_auth(registry, tokens, cleanup, tmp_path, monkeypatch)
         finally:
             registry.close()
 
 
-def _token_auth(registry, tokens, cleanup, tmp_path):
-    import os
-
-    from ..testenv import docker_login
-
-    config = tmp_path / "docker"
+def _token_auth(registry, tokens, cleanup, tmp_path, monkeypatch):
+    config = tmp_path / "docker"  # the publisher's docker login, not the user's
     docker_login(registry.host.replace("127.0.0.1", "localhost"), USER, PASSWORD, config)
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
     path = f"bearer-{cleanup.run_id}"
-    old = os.environ.get("DOCKER_CONFIG")
-    os.environ["DOCKER_CONFIG"] = str(config)
-    try:
-        for tag in ("1.0.0", "1.1.0", "1.2.0"):
-            publish(registry.host, path, tag, tag)
-    finally:
-        if old is None:
-            del os.environ["DOCKER_CONFIG"]
-        else:
-            os.environ["DOCKER_CONFIG"] = old
+    for tag in ("1.0.0", "1.1.0", "1.2.0"):
+        publish(registry.host, path, tag, tag)
     with PagingProxy(registry.host) as proxy:
         reference = Reference.parse(f"{proxy.host}/{path}")
         client = RegistryClient(lambda domain: Credentials(USER, PASSWORD))
