@@ -174,7 +174,8 @@ def ls_command(ctx: click.Context, as_json: bool) -> None:
     result = _call(ctx, "GET", "/v1/services")
     if as_json:
         return _echo_json(result)
-    _table([[s["name"], s["repo"], s.get("digest") and _short(s["digest"]) or s["tag"],
+    _table([[s["name"], s["repo"], s.get("digest") and _short(s["digest"]) or s.get("tag")
+             or f"track {s.get('track')}",
              s["node"] or "*", "yes" if s["runs_here"] else "no"] for s in result["services"]],
            ["SERVICE", "REPO", "TAG", "NODE", "HERE"])
     for error in result["errors"]:
@@ -208,7 +209,8 @@ def status_command(ctx: click.Context, as_json: bool, wide: bool) -> None:
         elif not node.get("services"):
             add([name, "-", "no services", "-", "-", "-"], "")
         for service, s in sorted(node.get("services", {}).items()):
-            add([name, service, s["state"], s["image"], _short(s["running_digest"]),
+            image = f"{s['image']} (track {s['track']})" if s.get("track") else s["image"]
+            add([name, service, s["state"], image, _short(s["running_digest"]),
                  _short(s["registry_digest"])], s["error"] or "")
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
 
@@ -321,7 +323,7 @@ def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
     result = _call(ctx, "GET", _service_path(name, "history"))
     if as_json:
         return _echo_json(result)
-    _table([[_when(r["at"]), r["source"], r["node"], r["fields"]["tag"],
+    _table([[_when(r["at"]), r["source"], r["node"], r["fields"].get("tag", "-"),
              _short(r["fields"].get("digest")), _short(r.get("digest"))]
             for r in result["revisions"]],
            ["WHEN", "SOURCE", "NODE", "TAG", "PINNED", "RAN"])

@@ -182,15 +182,16 @@ def delete_service(api: Api, request: Request) -> tuple[int, Any]:
 @route("POST", "/v1/services/{name}/tag")
 def set_tag(api: Api, request: Request) -> tuple[int, Any]:
     from ..node.definitions import definition_fields
-    from ..node.history import without_pin
+    from ..node.history import fixed, without_pin
 
     body = request.json()
     tag = body.get("tag") if isinstance(body, dict) else None
     if not isinstance(tag, str) or not tag:
         raise ApiProblem(400, 'expected {"tag": "<tag>"}')
     with api.write_lock:  # read, modify, write: no PUT in between is lost
-        fields = without_pin(definition_fields(_current(api, request.params["name"])))
-        return 200, _write(api, {**fields, "tag": tag}, "tag")
+        # a fixed tag replaces track: (a tracked service stops following its range)
+        fields = fixed(without_pin(definition_fields(_current(api, request.params["name"]))), tag)
+        return 200, _write(api, fields, "tag")
 
 
 @route("POST", "/v1/services/{name}/rollback")

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from .. import constants
 from ..backoff import next_backoff
@@ -26,6 +26,7 @@ from .reference import Reference
 from .registry import AuthenticationError, RegistryClient, RegistryError, Unsupported
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -150,17 +151,28 @@ class Freshness:
         return self._head(reference)
 
     def _head(self, reference: Reference) -> str:
+        return self._asking(reference, lambda: self.client.head_digest(reference))
+
+    def list_tags(self, repo: str, page_size: int | None = None) -> list[str]:
+        """Every tag of repository ``repo`` (no tag or digest), with the same
+        credentials, rate limit and Google token refresh as the HEADs;
+        ``RegistryError`` or ``PullerError`` when the registry cannot say."""
+        reference = Reference.parse(repo)
+        self.limit.wait(reference.domain)
+        return self._asking(reference, lambda: self.client.list_tags(reference, page_size))
+
+    def _asking(self, reference: Reference, ask: Callable[[], T]) -> T:
         google = self.is_google(reference.domain)
         token = self.google.current() if google else None
         try:
-            return self.client.head_digest(reference)
+            return ask()
         except AuthenticationError:
             if not google:
                 raise
             # a stale token: refresh once (unless a concurrent check just did), retry once
             self.client.forget_tokens(reference.domain)
             self.google.token(reference.domain, force_refresh=True, stale=token)
-            return self.client.head_digest(reference)
+            return ask()
 
     def _fail(self, ref: str, error: str, now: float, retry_after: float | None = None) -> None:
         with self._lock:

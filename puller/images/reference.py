@@ -121,6 +121,11 @@ class Reference:
         return text
 
 
+def is_tag(text: str) -> bool:
+    """Is ``text`` a tag docker accepts (1 to 128 of letters, digits, '_', '.', '-')?"""
+    return _TAG_RE.fullmatch(text) is not None
+
+
 def same_repository(a: str, b: str) -> bool:
     """True when two reference strings name the same repository.
 

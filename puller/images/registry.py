@@ -5,6 +5,7 @@ counted against the pull limits. The Accept header names all four manifest
 types: without the docker v2 type, Distribution answers with the old schema-1
 manifest and a different digest. Anonymous registries, Basic auth and the
 Bearer token challenge are supported, with the credentials docker would use.
+The same client lists a repository's tags (``list_tags``, for ``track:``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _DIGEST = re.compile(r"sha(?:256:[0-9a-f]{64}|384:[0-9a-f]{96}|512:[0-9a-f]{128})")
+_NEXT_LINK = re.compile(r'<([^>]*)>\s*;(?:[^,]*;)?\s*rel\s*=\s*"?next"?', re.IGNORECASE)
+MAX_TAG_PAGES = 1000  # pages of a tags listing, at most
 
 
 class RegistryError(PullerError):
@@ -118,7 +121,7 @@ class _Token:
 
 
 class RegistryClient:
-    """Manifest HEADs; ``requests`` counts the HTTP requests made (for tests and benchmarks)."""
+    """Manifest HEADs and tags listings; ``requests`` counts the HTTP requests made (for tests and benchmarks)."""
 
     def __init__(self, credentials_for: Callable[[str], Credentials | None],
                  timeout: float = 10.0):
@@ -134,20 +137,8 @@ class RegistryClient:
         domain = reference.domain
         tag = reference.tag or "latest"
         url = f"{scheme_for(domain)}://{api_host(domain)}/v2/{reference.path}/manifests/{tag}"
-        scope = f"repository:{reference.path}:pull"
-        headers = {"Accept": ", ".join(MANIFEST_TYPES)}
-        token = self._cached_token(domain, scope)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        elif domain in self._basic:
-            # known to want Basic: send it at once, one request instead of two
-            credentials = self.credentials_for(domain)
-            if credentials is not None:
-                headers["Authorization"] = _basic(credentials)
-        response = self._request("HEAD", url, headers, domain)
-        if response.status == 401:
-            headers["Authorization"] = self._authorize(domain, scope, response)
-            response = self._request("HEAD", url, headers, domain)
+        response, headers = self._authorized(
+            "HEAD", url, reference, {"Accept": ", ".join(MANIFEST_TYPES)})
         if response.status == 200:
             digest = response.headers.get("Docker-Content-Digest")
             if digest and _DIGEST.fullmatch(digest.strip()):
@@ -158,6 +149,62 @@ class RegistryClient:
                 return "sha256:" + hashlib.sha256(body.body).hexdigest()
             raise Unsupported(domain, "no Docker-Content-Digest header", body.status)
         raise self._error(domain, reference, response)
+
+    def list_tags(self, reference: Reference, page_size: int | None = None) -> list[str]:
+        """Every tag of ``reference``'s repository (``GET /v2/<name>/tags/list``),
+        page after page as the registry's ``Link`` header leads; ``page_size``
+        asks for pages of that many (``n``), else the registry chooses."""
+        domain = reference.domain
+        url = f"{scheme_for(domain)}://{api_host(domain)}/v2/{reference.path}/tags/list"
+        if page_size:
+            url += f"?n={page_size}"
+        tags: list[str] = []
+        seen = {url}
+        for _ in range(MAX_TAG_PAGES):
+            response, _ = self._authorized("GET", url, reference, {"Accept": "application/json"})
+            if response.status != 200:
+                raise self._tags_error(domain, reference, response)
+            tags.extend(parse_tags(response.body, domain, reference.path))
+            following = next_page(url, response.headers.get("Link"))
+            if following is None:
+                return tags
+            if following in seen or _origin(following) != _origin(url):
+                raise Unsupported(domain, f"the tags of {reference.path} lead to "
+                                  f"{following!r}, which puller does not follow", 200)
+            seen.add(following)
+            url = following
+        raise RegistryError(domain, f"{reference.path} has more than {MAX_TAG_PAGES} pages "
+                                    "of tags; puller stops there")
+
+    def _authorized(self, method: str, url: str, reference: Reference,
+                    headers: dict[str, str]) -> tuple["_Response", dict[str, str]]:
+        """A request for ``reference``'s repository with the credentials it wants
+        (a cached token, Basic when known to want it, else after its challenge)."""
+        domain = reference.domain
+        scope = f"repository:{reference.path}:pull"
+        headers = dict(headers)
+        token = self._cached_token(domain, scope)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif domain in self._basic:
+            # known to want Basic: send it at once, one request instead of two
+            credentials = self.credentials_for(domain)
+            if credentials is not None:
+                headers["Authorization"] = _basic(credentials)
+        response = self._request(method, url, headers, domain)
+        if response.status == 401:
+            headers["Authorization"] = self._authorize(domain, scope, response)
+            response = self._request(method, url, headers, domain)
+        return response, headers
+
+    def _tags_error(self, domain: str, reference: Reference, response: "_Response"
+                    ) -> RegistryError:
+        if response.status == 404:
+            return RegistryError(domain, f"repository {reference.path} was not found", 404)
+        if response.status in (405, 400, 406):
+            return Unsupported(domain, f"listing the tags of {reference.path} answered "
+                                       f"{response.status}", response.status)
+        return self._error(domain, reference, response)
 
     def _error(self, domain: str, reference: Reference, response: "_Response") -> RegistryError:
         status = response.status
@@ -268,6 +315,28 @@ def _origin(url: str) -> str:
 def _basic(credentials: Credentials) -> str:
     raw = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(raw).decode()
+
+
+def next_page(url: str, link: str | None) -> str | None:
+    """The next page of a listing from its ``Link`` header (``</v2/x/tags/list?last=b&n=2>;
+    rel="next"``), made absolute against ``url``; None on the last page (pure)."""
+    match = _NEXT_LINK.search(link or "")
+    return urllib.parse.urljoin(url, match.group(1)) if match else None
+
+
+def parse_tags(body: bytes, domain: str, path: str) -> list[str]:
+    """The tags of one page of ``/v2/<name>/tags/list`` (``{"name", "tags": [...]}``;
+    ``tags`` may be null when there is none) (pure)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise Unsupported(domain, f"the tags of {path} are not JSON", 200) from None
+    tags = data.get("tags") if isinstance(data, dict) else ()
+    if tags is None:
+        return []
+    if not isinstance(tags, list):
+        raise Unsupported(domain, f"the tags of {path} are not a list", 200)
+    return [tag for tag in tags if isinstance(tag, str)]
 
 
 class _NoRedirectToOtherHosts(urllib.request.HTTPRedirectHandler):

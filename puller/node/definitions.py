@@ -22,12 +22,14 @@ import yaml
 from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, RunLineError
 from ..images.reference import Reference
+from ..images.versions import valid_range
 from .rolloutspec import RolloutSpec, fixed_host_ports, parse_rollout
 from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout", "notify", "rollout")
+FIELDS = ("name", "bash", "repo", "tag", "track", "node", "digest", "health_timeout", "notify",
+          "rollout")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -69,15 +71,19 @@ class Service:
     digest: str | None = None
     health_timeout: float | None = None
     notify: tuple[str, ...] = ()  # this service's own notification URLs (Apprise)
+    track: str | None = None  # a semver range: ``tag`` is the newest matching tag, "" until known
     rollout: RolloutSpec | None = None  # how a change travels through the fleet
 
     @functools.cached_property
     def image_ref(self) -> str:
-        """What docker runs: ``repo@digest`` once pinned, else ``repo:tag`` (computed once:
-        a pass asks it of every service many times)."""
+        """What docker runs: ``repo@digest`` once pinned, else ``repo:tag`` (the
+        bare repository while ``track:`` has not been resolved to a tag). Computed once:
+        a pass asks it of every service many times."""
         reference = Reference.parse(self.repo)
         if self.digest:
             return reference.with_digest(self.digest)
+        if not self.tag:
+            return reference.familiar_name
         return reference.with_tag(self.tag)
 
     def matches(self, node_name: str) -> bool:
@@ -188,24 +194,30 @@ def parse_definition(text: str, path: str, default_name: str | None = None) -> S
     name = field.name()
     repo, reference = field.repo()
     tag, node, digest = field.tag(reference), field.node(), field.digest()
-    health_timeout, notify = field.health_timeout(), field.notify()
+    health_timeout, notify, track = field.health_timeout(), field.notify(), field.track()
+    tag = "" if track else tag  # the tracker picks it
     bash = field.text("bash")
     try:
         run = parse_run_line(bash, repo=repo, name=name)
     except RunLineError as exc:
         raise DefinitionError(path, f"bash: {exc}", lines.get("bash")) from None
-    disagreement = _image_disagrees(run.image, tag, digest, data.get("tag") is not None)
+    disagreement = _image_disagrees(run.image, tag, digest, data.get("tag") is not None, track)
     if disagreement:
         raise DefinitionError(path, f"bash: {disagreement}", lines.get("bash"))
     return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
-                   digest=digest, health_timeout=health_timeout, notify=notify,
+                   digest=digest, health_timeout=health_timeout, notify=notify, track=track,
                    rollout=field.rollout(run))
 
 
-def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool) -> str | None:
-    """Why the run line's image token contradicts ``tag:``/``digest:`` (None if it does not):
-    puller runs the definition's tag or digest, so a token naming another would lie."""
+def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool,
+                     track: str | None = None) -> str | None:
+    """Why the run line's image token contradicts ``tag:``/``digest:``/``track:`` (None if
+    it does not): puller runs the definition's tag or digest, so a token naming another
+    would lie."""
     image = Reference.parse(token)
+    if track and (image.tag or image.digest):
+        return (f"the image `{token}` names a {'tag' if image.tag else 'digest'}, but "
+                f"track: {track} picks the tag; write the image without one")
     if image.digest and image.digest != digest:
         return (f"the image `{token}` names digest {image.digest[:19]}…, but digest: is "
                 f"{digest[:19] + '…' if digest else 'not set'}; write the image without a digest "
@@ -267,6 +279,26 @@ class _Fields:
             raise self.fail("tag", f"tag {tag!r} is not a valid image tag "
                                    "(letters, digits, '_', '.', '-'; at most 128)") from None
         return tag
+
+    def track(self) -> str | None:
+        """A semver range (``^1.2``); a number YAML read (``track: 1.10``) as spelled."""
+        value = self.data.get("track")
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = self.sources.get("track", str(value))
+        if self.data.get("tag") is not None:
+            raise self.fail("track", f"tag: (line {self.lines.get('tag')}) and track: (line "
+                                     f"{self.lines.get('track')}) both choose the tag; keep "
+                                     "tag: for a fixed tag or track: for the newest tag in a "
+                                     "semver range")
+        if self.data.get("digest") is not None:
+            raise self.fail("track", "digest: pins one image and track: follows a range; keep "
+                                     "one (a rollback replaces track: by the tag and digest)")
+        if not isinstance(value, str) or valid_range(value) is None:
+            raise self.fail("track", f"track {value!r} is not a semver range; write one like "
+                                     "^1.2, ~1.2, 1.x, '>=1.2 <2' or 1.2.3")
+        return value.strip()
 
     def node(self) -> str:
         if self.data.get("node") is None:
@@ -369,8 +401,12 @@ class Scan:
 
 def definition_fields(service: Service) -> dict[str, Any]:
     """The fields a user wrote (defaults filled in), in the order of FIELDS."""
-    fields: dict[str, Any] = {"name": service.name, "bash": service.bash, "repo": service.repo,
-                              "tag": service.tag, "node": service.node}
+    fields: dict[str, Any] = {"name": service.name, "bash": service.bash, "repo": service.repo}
+    if service.tag:  # a tracked service's tag once resolved (its history records it)
+        fields["tag"] = service.tag
+    if service.track:
+        fields["track"] = service.track
+    fields["node"] = service.node
     if service.digest:
         fields["digest"] = service.digest
     if service.health_timeout is not None:

@@ -3,7 +3,9 @@
 An entry is added when a service's definition changes, and when the image
 deployed for an unchanged definition changes (a moved tag). ``rollback_fields``
 (pure) picks what a rollback makes current again: the previous entry, pinned
-to the digest that ran then, so it is exact even after the tag has moved.
+to the digest that ran then, so it is exact even after the tag has moved; a
+``track:`` is replaced by the tag it resolved to then (a rollback stops the
+tracking: else the range would move it forward again at once).
 The history of this node is kept in ``<state_dir>/history.json``, written
 atomically.
 """
@@ -23,6 +25,7 @@ from ..fsutil import write_atomically
 log = logging.getLogger(__name__)
 
 PINNED = "digest"
+TRACK = "track"
 
 
 class NoRollback(PullerError):
@@ -31,6 +34,22 @@ class NoRollback(PullerError):
 
 def without_pin(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if key != PINNED}
+
+
+def fixed(fields: Mapping[str, Any], tag: str | None = None) -> dict[str, Any]:
+    """``fields`` with ``track:`` replaced by a fixed tag: ``tag``, else the tag the
+    range resolved to (which a revision in the history carries)."""
+    result = {key: value for key, value in fields.items() if key != TRACK}
+    if tag is not None:
+        result["tag"] = tag
+    return result
+
+
+def _revision(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies a definition as a person wrote it: a tracked one whatever
+    tag its range resolved to (a new resolution is a new image, like a moved tag)."""
+    return {key: value for key, value in fields.items()
+            if not (key == "tag" and fields.get(TRACK))}
 
 
 def rollback_fields(entries: list[dict], current: Mapping[str, Any],
@@ -44,23 +63,30 @@ def rollback_fields(entries: list[dict], current: Mapping[str, Any],
     """
     name = current.get("name", "?")
     if to and to.startswith("sha256:"):
-        return {**current, PINNED: to}
+        if not current.get(TRACK):
+            return {**current, PINNED: to}
+        # a tracked one gets the tag that ran that digest, else the last it resolved to
+        tags = [e["fields"]["tag"] for e in entries if e["fields"].get("tag")]
+        ran = [e["fields"]["tag"] for e in entries
+               if e["fields"].get("tag") and e.get("digest") == to]
+        return fixed({**current, PINNED: to}, (ran or tags or [None])[-1])
     if to:
         for entry in reversed(entries):
             if entry["fields"].get("tag") == to and entry.get("digest"):
-                return {**without_pin(entry["fields"]), PINNED: entry["digest"]}
-        return {**without_pin(current), "tag": to}
+                return fixed({**without_pin(entry["fields"]), PINNED: entry["digest"]})
+        return fixed(without_pin(current), to)
     # The revision in force: the latest entry of the current definition (the
     # file's fields, pin included). What ran before it is the target, whether
     # the current one is proven, on probation, failed or never ran.
-    fields = dict(current)
+    fields = _revision(current)
     index = next((i for i in range(len(entries) - 1, -1, -1)
-                  if entries[i]["fields"] == fields), len(entries))
+                  if _revision(entries[i]["fields"]) == fields), len(entries))
     running = entries[index].get("digest") if index < len(entries) else None
     now_key = (without_pin(fields), running)
     for entry in reversed(entries[:index]):
-        if entry.get("digest") and (without_pin(entry["fields"]), entry["digest"]) != now_key:
-            return {**without_pin(entry["fields"]), PINNED: entry["digest"]}
+        if entry.get("digest") and (without_pin(_revision(entry["fields"])),
+                                    entry["digest"]) != now_key:
+            return fixed({**without_pin(entry["fields"]), PINNED: entry["digest"]})
     raise NoRollback(f"{name} has no earlier deployed revision on this node to roll back to "
                      f"(the history holds {len(entries)} revision(s); `puller history {name}`)")
 
@@ -120,7 +146,9 @@ class History:
                 last = entries[-1] if entries else None
                 digest = deployed.get(name)
                 if last is None or last["fields"] != dict(fields):
-                    source, origin = self._sources.pop(name, ("file", None))
+                    moved = last is not None and _revision(last["fields"]) == _revision(fields)
+                    source, origin = (("track", None) if moved  # the range resolved anew
+                                      else self._sources.pop(name, ("file", None)))
                     entries.append({"fields": dict(fields), "at": now,
                                     "node": origin or self.node, "source": source,
                                     "digest": digest, "deployed_at": now if digest else None})

@@ -12,7 +12,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, AbstractSet, Callable, Iterable, Mapping, Sequence
 
 from .. import constants
 from ..errors import ImageReferenceError
@@ -214,6 +214,7 @@ def plan(
     remotes: Mapping[str, "Remote"] | None = None,
     container_name: Callable[[str], str] = str,
     pulling: frozenset[str] = frozenset(),
+    waiting: Mapping[str, str] | None = None,
 ) -> Plan:
     """Steps that bring this node's containers to ``services``.
 
@@ -222,7 +223,9 @@ def plan(
     from "no longer matches this node"; containers of ``broken`` services
     (a bad file with no good definition to fall back on) are left alone, as is
     everything when the directory could not be read (``complete`` false).
-    ``pulling`` names the images being pulled in the background.
+    ``pulling`` names the images being pulled in the background; ``waiting``
+    services that cannot be planned yet (a ``track:`` not resolved), with why:
+    they wait, and their containers are left as they are.
     """
     current, previous, odd = _by_role(containers, services, container_name)
     steps = _plan_misnamed(odd, current, previous)
@@ -231,7 +234,11 @@ def plan(
             services[name], current.get(name), previous.get(name), images, memory, now,
             remotes or {}, pulling,
         ))
-    steps.extend(_plan_orphans(services, current, previous, set(defined), set(broken), complete))
+    waiting = {name: why for name, why in (waiting or {}).items() if name not in services}
+    steps.extend(Step(Action.WAIT, name, why, container=current.get(name))
+                 for name, why in sorted(waiting.items()))
+    steps.extend(_plan_orphans(services.keys() | waiting.keys(), current, previous, set(defined),
+                               set(broken), complete))
     return Plan(tuple(steps))
 
 
@@ -279,7 +286,7 @@ def _plan_misnamed(odd: dict[str, list[Container]], current: dict[str, Container
     return steps
 
 
-def _plan_orphans(services: Mapping[str, Service], current: dict[str, Container],
+def _plan_orphans(services: AbstractSet[str], current: dict[str, Container],
                   previous: dict[str, Container], defined: set[str], broken: set[str],
                   complete: bool) -> list[Step]:
     """Containers of services that are not (or no longer) this node's."""

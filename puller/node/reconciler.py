@@ -9,6 +9,7 @@ its loop; tests run one pass with an injected clock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from ..images.freshness import Freshness, Remote
 from ..images.gcloud import GoogleLogins
 from ..images.hooks import Push
 from ..images.reference import Reference
+from ..images.tracking import Tracker
 from .container import Container, Image
 from .definitions import Scan, Service, definition_fields
 from .directory import DefinitionDir
@@ -33,6 +35,7 @@ from .pruner import Pruner
 from .pulled import PulledImages
 from .pulls import PullJobs
 from .report import PassReport
+from .tracked import resolve_services
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Reconciler:
         self.docker = docker or Docker()
         self.definitions = DefinitionDir(config.directory)
         self.freshness = freshness or Freshness(google_registries=config.google_registries)
+        self.tracker = Tracker(self.freshness, os.path.join(config.state_dir, "tracking.json"))
         self.logins = GoogleLogins(self.docker, self.freshness.google,
                                    os.path.join(config.state_dir, "docker"),
                                    config.google_registries)
@@ -93,12 +97,17 @@ class Reconciler:
         scan = self.definitions.scan()
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
+        # track: ranges become tags first, so all that follows sees a fixed tag
+        services, waiting = resolve_services(services, self.tracker, now, pull_due, check, pushes,
+                                             prune=scan.complete)
+        scan = dataclasses.replace(scan, services={**scan.services, **services})
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         images, pulls, containers = self._read_facts(services, remotes)
         the_plan = plan(services, containers, images, self.memory, now,
                         defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
                         remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name, pulling=self.pulling())
+                        container_name=self.config.container_name, pulling=self.pulling(),
+                        waiting=waiting)
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -198,6 +207,7 @@ class Reconciler:
 
     def _faults(self, scan: Scan, the_plan: Plan) -> dict[str, str]:
         faults = {error.path: definition_fault(error, scan) for error in scan.errors}
+        faults.update(self.tracker.faults())
         for ref, remote in self.freshness.remotes().items():
             if remote.error and not remote.fallback:
                 faults[f"registry {ref}"] = f"{ref}: {remote.error}; the running containers stay"
@@ -263,7 +273,9 @@ class Reconciler:
                 wanted is None or image.id != wanted.id):
             error = (f"{service.digest or service.tag} failed: {failure.error}; running "
                      f"{_image_label(ref, image)} ({(digest or image.id)[7:19]})")
+        tracking = {"track": service.track, "resolved": service.tag or None} if service.track else {}
         return {
+            **tracking,
             "image": ref,
             "state": container.status if container else "absent",
             "container": container.short_id if container else None,

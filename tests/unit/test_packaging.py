@@ -61,7 +61,8 @@ def test_setup_cfg_declares_the_runtime_packages_and_every_wing():
     parser = configparser.ConfigParser()
     parser.read(os.path.join(ROOT, "setup.cfg"))
     requires = parser["options"]["install_requires"]
-    for package in ("sh", "pyyaml", "watchdog", "zeroconf", "click", "google-auth"):
+    for package in ("sh", "pyyaml", "watchdog", "zeroconf", "click", "google-auth",
+                    "node-semver"):
         assert package in requires, f"{package} missing from [options] install_requires"
     assert parser["options"]["python_requires"] == ">=3.11"
     assert parser["options.packages.find"]["include"].split(", ") == ["puller", "puller.*"]
