@@ -1,0 +1,132 @@
+"""Rollout order start-first against the real engine: the new container proves
+itself beside the old one, which keeps serving untouched, then takes its name.
+
+The run lines publish port 80 on a host port docker picks (a fixed one is
+refused for start-first), so each container is reached through its own port.
+"""
+
+from __future__ import annotations
+
+import time
+
+from puller.daemon import Config, Daemon
+from puller.node.planner import Action
+
+from ..testenv import docker, fetch, inspect, serving
+
+HTTPD = "httpd -f -p 80 -h /www"
+
+
+def deploy(node, service: str, repo: str, tag: str, health_timeout: float,
+           extra: str = "", command: str = HTTPD) -> None:
+    bash = (f"docker run -p 127.0.0.1::80 {extra} --init --label {node.cleanup.label} "
+            f"{repo} {command}")
+    node.write(service, bash=f"'{bash}'", repo=repo, tag=tag, node="''",
+               health_timeout=str(health_timeout), rollout="{order: start-first}")
+
+
+def port_of(name: str) -> int:
+    out = docker("port", name, "80").stdout.split()[0]
+    return int(out.rsplit(":", 1)[1])
+
+
+def state(name: str) -> tuple[str, str, bool]:
+    """Id, StartedAt, running: enough to tell the old one was never stopped."""
+    data = inspect(name) or {}
+    found = data.get("State") or {}
+    return data.get("Id", ""), found.get("StartedAt", ""), bool(found.get("Running"))
+
+
+def tick_until(node, predicate, timeout: float = 30, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        node.tick()
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def start_v1_then_v2(node, images, service: str, health_timeout: float, **v2) -> tuple:
+    """v1 serving, then a v2 started beside it; returns the old container's state."""
+    deploy(node, service, images.repo, "v1", health_timeout)
+    node.tick()
+    serving(port_of(service), "v1")
+    old = state(service)
+    deploy(node, service, images.repo, "v2", health_timeout, **v2)
+    report = node.tick()
+    assert [s.action for s in report.plan.changes] == [Action.RECREATE]
+    return old
+
+
+def test_the_old_container_serves_untouched_until_the_new_one_proved_itself(node, images):
+    old = start_v1_then_v2(node, images, "sf-a", health_timeout=4)
+    # both run; the old one keeps the name, its start time unchanged
+    assert state("sf-a") == old
+    serving(port_of("sf-a.next"), "v2")
+    assert fetch(port_of("sf-a")) == "v1"
+    candidate = inspect("sf-a.next")
+    report = node.tick()
+    assert report.plan.changes == () and "proving itself" in report.plan.steps[0].reason
+    tick_until(node, lambda: inspect("sf-a.next") is None, what="the new one to take the name")
+    # the new one has the name, its labels (drift hash and all) as they were
+    now = inspect("sf-a")
+    assert now["Id"] == candidate["Id"] and now["State"]["StartedAt"] == \
+        candidate["State"]["StartedAt"]
+    assert now["Config"]["Labels"] == candidate["Config"]["Labels"]
+    assert inspect(old[0]) is None and inspect("sf-a.prev") is None
+    assert fetch(port_of("sf-a")) == "v2"
+    # up to date: nothing more to do
+    report = node.tick()
+    assert report.plan.changes == () and "up to date" in report.plan.steps[0].reason
+
+
+def test_a_new_container_that_exits_goes_and_the_old_one_never_stopped(node, images):
+    old = start_v1_then_v2(node, images, "sf-b", health_timeout=8,
+                           command='sh -c "httpd -p 80 -h /www && sleep 2 && exit 3"')
+    serving(port_of("sf-b.next"), "v2")
+    tick_until(node, lambda: inspect("sf-b.next") is None, what="the new one to be removed")
+    assert state("sf-b") == old and old[2]
+    assert fetch(port_of("sf-b")) == "v1"
+    assert "exited with code 3" in node.daemon.memory.failures["sf-b"].error
+    for _ in range(3):  # that version is not tried again
+        assert node.tick().plan.changes == ()
+    assert state("sf-b") == old
+
+
+def test_a_new_container_that_turns_unhealthy_goes_and_the_old_one_never_stopped(node, images):
+    old = start_v1_then_v2(node, images, "sf-c", health_timeout=8,
+                           extra="--health-cmd false --health-interval 1s --health-retries 1")
+    tick_until(node, lambda: inspect("sf-c.next") is None, what="the new one to be removed")
+    assert state("sf-c") == old
+    assert "unhealthy" in node.daemon.memory.failures["sf-c"].error
+
+
+def test_a_daemon_restarted_during_the_probation_finishes_it(node, images, tmp_path):
+    old = start_v1_then_v2(node, images, "sf-d", health_timeout=4)
+    candidate = inspect("sf-d.next")["Id"]
+    node.daemon.close()  # the daemon goes; a new one knows only the containers
+    config = node.daemon.config
+    with Daemon(Config(node=config.node, directory=config.directory,
+                       state_dir=str(tmp_path / "other-state"))) as again:
+        node.daemon = again
+        report = again.tick()
+        assert report.plan.changes == () and state("sf-d") == old
+        tick_until(node, lambda: inspect("sf-d.next") is None, what="the swap")
+        assert inspect("sf-d")["Id"] == candidate and inspect(old[0]) is None
+        assert fetch(port_of("sf-d")) == "v2"
+
+
+def test_a_daemon_restarted_during_the_probation_undoes_a_failure(node, images, tmp_path):
+    old = start_v1_then_v2(node, images, "sf-e", health_timeout=8,
+                           command='sh -c "httpd -p 80 -h /www && sleep 3 && exit 4"')
+    node.daemon.close()
+    config = node.daemon.config
+    with Daemon(Config(node=config.node, directory=config.directory,
+                       state_dir=str(tmp_path / "other-state"))) as again:
+        node.daemon = again
+        tick_until(node, lambda: inspect("sf-e.next") is None, what="the new one to go")
+        assert state("sf-e") == old
+        assert "exited with code 4" in again.memory.failures["sf-e"].error
+        assert again.tick().plan.changes == ()
