@@ -130,3 +130,28 @@ def test_a_daemon_restarted_during_the_probation_undoes_a_failure(node, images, 
         assert state("sf-e") == old
         assert "exited with code 4" in again.memory.failures["sf-e"].error
         assert again.tick().plan.changes == ()
+
+
+def test_without_a_health_timeout_the_new_one_starts_first_and_takes_the_name_at_once(
+        node, images):
+    since = f"{time.time() - 1:.3f}"
+    old = start_v1_then_v2(node, images, "sf-f", health_timeout=0)
+    assert inspect("sf-f.next") is None and inspect(old[0]) is None
+    serving(port_of("sf-f"), "v2")
+    assert node.tick().plan.changes == ()
+    # the engine's own record: the new container started before the old one stopped
+    events = docker("events", "--since", since, "--until", f"{time.time():.3f}",
+                    "--filter", f"label={node.cleanup.label}", "--filter", "event=start",
+                    "--filter", "event=die", "--format", "{{.Status}} {{.ID}}").stdout.split("\n")
+    new = inspect("sf-f")["Id"]
+    assert events.index(f"start {new}") < events.index(f"die {old[0]}"), events
+
+
+def test_a_candidate_of_a_version_no_longer_wanted_goes(node, images):
+    old = start_v1_then_v2(node, images, "sf-g", health_timeout=30)
+    assert inspect("sf-g.next") is not None
+    deploy(node, "sf-g", images.repo, "v1", 30)  # back to what runs under the name
+    report = node.tick()
+    assert [(s.action, s.container.name) for s in report.plan.changes] == [
+        (Action.REMOVE, "sf-g.next")]
+    assert inspect("sf-g.next") is None and state("sf-g") == old
