@@ -12,7 +12,7 @@ import time
 from puller.daemon import Config, Daemon
 from puller.node.planner import Action
 
-from ..testenv import docker, fetch, inspect, serving
+from ..testenv import docker, fetch, inspect, serving, wait_until
 
 HTTPD = "httpd -f -p 80 -h /www"
 
@@ -155,3 +155,36 @@ def test_a_candidate_of_a_version_no_longer_wanted_goes(node, images):
     assert [(s.action, s.container.name) for s in report.plan.changes] == [
         (Action.REMOVE, "sf-g.next")]
     assert inspect("sf-g.next") is None and state("sf-g") == old
+
+
+def test_an_interrupted_swap_is_finished_by_the_next_pass(node, images):
+    old = start_v1_then_v2(node, images, "sf-h", health_timeout=2)
+    candidate = inspect("sf-h.next")["Id"]
+    time.sleep(2.5)  # proven; the daemon "dies" right after setting the old one aside
+    docker("rename", "sf-h", "sf-h.prev")
+    report = node.tick()
+    assert [(s.action, s.container.name) for s in report.plan.changes] == [
+        (Action.PROMOTE, "sf-h.next")]
+    assert inspect("sf-h")["Id"] == candidate and inspect(old[0]) is None
+    assert inspect("sf-h.prev") is None and inspect("sf-h.next") is None
+
+
+def test_the_running_daemon_swaps_once_the_probation_ends_without_waiting_its_interval(
+        live_node, images):
+    node = live_node(interval=600.0)  # only a file event or the probation wakes it
+    deploy(node, "sf-i", images.repo, "v1", 3)
+    wait_until(lambda: fetch_name("sf-i") == "v1", timeout=20, what="v1")
+    old = state("sf-i")
+    deploy(node, "sf-i", images.repo, "v2", 3)
+    wait_until(lambda: inspect("sf-i.next"), timeout=20, what="the new one beside the old")
+    assert state("sf-i") == old
+    wait_until(lambda: inspect("sf-i.next") is None and fetch_name("sf-i") == "v2",
+               timeout=20, what="the swap")
+    wait_until(lambda: inspect(old[0]) is None, timeout=20, what="the old one to go")
+
+
+def fetch_name(name: str) -> str | None:
+    try:
+        return fetch(port_of(name))
+    except Exception:  # not there (yet), or no port
+        return None
