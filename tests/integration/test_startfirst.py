@@ -61,7 +61,7 @@ def start_v1_then_v2(node, images, service: str, health_timeout: float, **v2) ->
 
 
 def test_the_old_container_serves_untouched_until_the_new_one_proved_itself(node, images):
-    old = start_v1_then_v2(node, images, "sf-a", health_timeout=4)
+    old = start_v1_then_v2(node, images, "sf-a", health_timeout=8)
     # both run; the old one keeps the name, its start time unchanged
     assert state("sf-a") == old
     serving(port_of("sf-a.next"), "v2")
@@ -104,7 +104,7 @@ def test_a_new_container_that_turns_unhealthy_goes_and_the_old_one_never_stopped
 
 
 def test_a_daemon_restarted_during_the_probation_finishes_it(node, images, tmp_path):
-    old = start_v1_then_v2(node, images, "sf-d", health_timeout=4)
+    old = start_v1_then_v2(node, images, "sf-d", health_timeout=8)
     candidate = inspect("sf-d.next")["Id"]
     node.daemon.close()  # the daemon goes; a new one knows only the containers
     config = node.daemon.config
