@@ -6,6 +6,7 @@ LABEL_NODE = "io.puller.node"
 LABEL_HASH = "io.puller.hash"
 
 PREVIOUS_SUFFIX = ".prev"  # the stopped predecessor kept during a recreate
+NEXT_SUFFIX = ".next"  # rollout order start-first: the new container proving itself beside the old
 
 DEFAULT_DIR = "/etc/puller"
 DEFAULT_PORT = 7946  # sync protocol; the HTTP API listens on port + 1

@@ -142,7 +142,7 @@ class Daemon(Reconciler):
         report = self.last_report
         if report is not None and report.scan.recheck_in is not None:
             deadline = min(deadline, now + report.scan.recheck_in + 0.05)
-        if report is not None and any(c.is_previous for c in report.containers):
+        if report is not None and any(c.is_aside for c in report.containers):
             # a container on probation is looked at often: an early exit counts
             deadline = min(deadline, now + constants.PROBATION_CHECK)
         return deadline

@@ -86,7 +86,7 @@ class Metrics:
 
     def _services(self, report: PassReport) -> None:
         running = {c.service for c in report.containers
-                   if c.service and c.running and not c.is_previous}
+                   if c.service and c.running and not c.is_aside}
         versions = running_versions(report)
         self.service_up.clear()
         self.service_info.clear()

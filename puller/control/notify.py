@@ -97,7 +97,7 @@ def target_version(target: Target, report: PassReport) -> Version:
 def running_versions(report: PassReport) -> dict[str, Version]:
     """What each service of this node runs up to date after the pass."""
     running = {c.service: c for c in report.containers
-               if c.service and c.running and not c.is_previous}
+               if c.service and c.running and not c.is_aside}
     found = {}
     for name, service in report.scan.services.items():
         container = running.get(name)

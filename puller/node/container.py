@@ -93,6 +93,16 @@ class Container:
         """A stopped predecessor kept while its successor is being deployed."""
         return self.service is not None and self.name.endswith(constants.PREVIOUS_SUFFIX)
 
+    @property
+    def is_candidate(self) -> bool:
+        """A new container proving itself beside the old one (rollout order start-first)."""
+        return self.service is not None and self.name.endswith(constants.NEXT_SUFFIX)
+
+    @property
+    def is_aside(self) -> bool:
+        """Not the service's own container but one beside it during an update."""
+        return self.is_previous or self.is_candidate
+
     def describe_state(self) -> str:
         if self.status == "exited":
             return f"exited with code {self.exit_code}"

@@ -249,8 +249,9 @@ class _Fields:
         if not NAME_RE.match(name):
             raise self.fail("name", f"name {name!r} is not a valid container name "
                                     "(letters, digits, '_', '.', '-')")
-        if name.endswith(constants.PREVIOUS_SUFFIX):
-            raise self.fail("name", f"name {name!r} must not end in {constants.PREVIOUS_SUFFIX!r}")
+        for suffix in (constants.PREVIOUS_SUFFIX, constants.NEXT_SUFFIX):  # puller's own names
+            if name.endswith(suffix):
+                raise self.fail("name", f"name {name!r} must not end in {suffix!r}")
         if name != stem:
             raise self.fail("name", f"name {name!r} does not match the file name; rename the "
                                     f"file to {name}.yml or set name: {stem}")

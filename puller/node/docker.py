@@ -92,14 +92,15 @@ class Docker:
 
     def containers(self, node: str) -> list[Container]:
         """This node's containers: one ``docker ps`` as a rule. Only while a
-        predecessor is kept (a new container on probation), or if ps's output is
-        not understood, a batched ``docker inspect`` adds what ps cannot tell."""
+        container is kept aside (a predecessor, or a start-first candidate: a new
+        container on probation), or if ps's output is not understood, a batched
+        ``docker inspect`` adds what ps cannot tell."""
         _, out, _ = self._run(
             "ps", "--all", "--no-trunc", "--filter", f"label={constants.LABEL_NODE}={node}",
             "--format", PS_FORMAT,
         )
         rows = [from_ps_row(line) for line in out.splitlines() if line.strip()]
-        if any(row is None for row in rows) or any(row.is_previous for row in rows):
+        if any(row is None for row in rows) or any(row.is_aside for row in rows):
             return self.inspect_containers(self.container_ids(node))
         return rows
 

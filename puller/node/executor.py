@@ -9,6 +9,11 @@
   predecessor is renamed back and started again (``_put_back``). The
   predecessor is removed only once the planner has judged the successor's
   probation passed (``planner._plan_probation``), from the containers alone.
+- Start-first (``rollout: {order: start-first}``): the new container runs as
+  ``<name>.next`` beside the old one, which keeps serving untouched
+  (``_start_beside``); once the planner has judged it proven (``startfirst``),
+  it takes the name and the old one stops and goes (``_promote``); when it
+  failed, it is removed and the old one never stopped (RESTORE).
 - No retry loop: ``remember`` folds the outcomes into the daemon's memory
   (pure), where a failed (definition, image) stays failed until one changes.
 """
@@ -28,6 +33,7 @@ from ..images.reference import Reference
 from .container import Container
 from .docker import NAME_IN_USE, Docker
 from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
+from .startfirst import candidate_name, starts_first
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +179,10 @@ class Executor:
                 assert step.target is not None and step.container is not None
                 return self._recreate(step, step.target, step.container)
             assert step.container is not None
-            if step.action is Action.REMOVE:
+            if step.action is Action.PROMOTE:
+                self._promote(step.container.id, step.replaces,
+                              self.container_name(step.service))
+            elif step.action is Action.REMOVE:
                 self.docker.remove(step.container.id)
             elif step.action is Action.START:
                 self.docker.start(step.container.id)
@@ -197,6 +206,8 @@ class Executor:
 
     def _recreate(self, step: Step, target: Target, old: Container) -> Outcome:
         name = self.container_name(target.service.name)
+        if starts_first(target.service) and old.name == name:
+            return self._start_beside(step, target, old, name)
         aside = name + constants.PREVIOUS_SUFFIX
         # A predecessor found already set aside (an update interrupted by a
         # crash) ran before: it is started again if its successor fails.
@@ -220,10 +231,7 @@ class Executor:
             self._discard_failed(target)
             restored = self._put_back(old, name, start=was_running, quiet=True)
             return Outcome(step, error=self.explain(exc, name), restored=restored)
-        timeout = target.service.health_timeout
-        if timeout is None:
-            timeout = constants.DEFAULT_HEALTH_TIMEOUT
-        if timeout > 0:
+        if _health_timeout(target) > 0:
             # The predecessor stays, stopped, until the new one has proven itself
             # (judged by the planner on later passes).
             return Outcome(step, container_id=new_id)
@@ -233,10 +241,49 @@ class Executor:
             log.warning("%s: could not remove the old container %s: %s", name, old.short_id, exc)
         return Outcome(step, container_id=new_id)
 
-    def _run_checked(self, target: Target) -> str:
-        """``docker run`` the target; a container that is not running right after
-        its start counts as a failure."""
-        name = self.container_name(target.service.name)
+    def _start_beside(self, step: Step, target: Target, old: Container, name: str) -> Outcome:
+        """Start-first: run the new container as ``<name>.next`` while ``old`` keeps
+        serving, untouched. It takes the name once it has proven itself (judged
+        by the planner on later passes), at once without a health timeout."""
+        beside = candidate_name(name)
+        try:
+            new_id = self._run_checked(target, beside)
+        except DockerError as exc:
+            self._discard_failed(target, beside)
+            return Outcome(step, error=self.explain(exc, beside))
+        if _health_timeout(target) <= 0:
+            try:
+                self._promote(new_id, old, name)
+            except DockerError as exc:
+                return Outcome(step, error=f"could not give the new container the name: {exc}")
+        return Outcome(step, container_id=new_id)
+
+    def _promote(self, new_id: str, old: Container | None, name: str) -> None:
+        """Start-first's swap: the old container steps aside (still running), the
+        new one takes the name, then the old one stops and goes. Each step can be
+        resumed: the planner finishes an interrupted swap from the names."""
+        aside = name + constants.PREVIOUS_SUFFIX
+        if old is not None and old.name != aside:
+            self.docker.rename(old.id, aside)
+        try:
+            self.docker.rename(new_id, name)
+        except DockerError:
+            if old is not None:
+                self._put_back(old, name, start=False, quiet=True)
+            raise
+        if old is None:
+            return
+        try:
+            self.docker.stop(old.id)
+            self.docker.remove(old.id)
+        except DockerError as exc:  # a later pass removes a predecessor left over
+            log.warning("%s: could not remove the old container %s: %s", name, old.short_id, exc)
+
+    def _run_checked(self, target: Target, name: str | None = None) -> str:
+        """``docker run`` the target (as ``name``, by default the service's
+        container name); a container that is not running right after its start
+        counts as a failure."""
+        name = name or self.container_name(target.service.name)
         argv = run_command(target, self.node, name)
         new_id = self.docker.run(argv)
         started = self.docker.inspect_container(new_id or name)
@@ -264,11 +311,12 @@ class Executor:
         if failed.node == self.node:
             self.docker.remove(failed.id)
 
-    def _discard_failed(self, target: Target) -> None:
-        """Remove what a failed ``docker run`` left behind under the service's
-        name — but only if it is ours, with this very hash."""
+    def _discard_failed(self, target: Target, name: str | None = None) -> None:
+        """Remove what a failed ``docker run`` left behind under ``name`` (the
+        service's container name by default) — but only if it is ours, with this
+        very hash."""
         try:
-            left = self.docker.inspect_container(self.container_name(target.service.name))
+            left = self.docker.inspect_container(name or self.container_name(target.service.name))
             if (left is not None and left.node == self.node
                     and left.config_hash == target.config_hash):
                 self.docker.remove(left.id)
@@ -290,6 +338,11 @@ class Executor:
             log.error("%s: could not put the previous container %s back: %s", name, old.short_id, exc)
             return False
         return True
+
+
+def _health_timeout(target: Target) -> float:
+    timeout = target.service.health_timeout
+    return constants.DEFAULT_HEALTH_TIMEOUT if timeout is None else timeout
 
 
 def _unauthorized(stderr: str) -> bool:

@@ -19,6 +19,7 @@ from ..errors import ImageReferenceError
 from ..images.reference import Reference
 from .container import Container, Image
 from .definitions import Service
+from .startfirst import candidate_name, judge
 
 if TYPE_CHECKING:
     from ..images.freshness import Remote
@@ -30,6 +31,7 @@ class Action(enum.Enum):
     CREATE = "create"
     RECREATE = "recreate"
     RESTORE = "restore"  # put a kept predecessor back in service
+    PROMOTE = "promote"  # start-first: a proven new container takes the name, the old one goes
     START = "start"
     REMOVE = "remove"
     KEEP = "keep"  # nothing to do: up to date
@@ -56,6 +58,7 @@ class Step:
     reason: str
     container: Container | None = None  # the existing container acted upon
     failed: Container | None = None  # for RESTORE: the successor that did not prove itself
+    replaces: Container | None = None  # for PROMOTE: the old container that goes
     target: Target | None = None  # for CREATE / RECREATE
     image_ref: str | None = None  # for PULL: the ref to pull (and tag)
     digest: str | None = None  # for PULL: pull exactly this digest, then tag it as image_ref
@@ -227,29 +230,32 @@ def plan(
     services that cannot be planned yet (a ``track:`` not resolved), with why:
     they wait, and their containers are left as they are.
     """
-    current, previous, odd = _by_role(containers, services, container_name)
+    current, previous, odd, candidates = _by_role(containers, services, container_name)
     steps = _plan_misnamed(odd, current, previous)
     for name in sorted(services):
         steps.extend(_plan_service(
             services[name], current.get(name), previous.get(name), images, memory, now,
-            remotes or {}, pulling,
+            remotes or {}, pulling, candidates.get(name),
         ))
     waiting = {name: why for name, why in (waiting or {}).items() if name not in services}
     steps.extend(Step(Action.WAIT, name, why, container=current.get(name))
                  for name, why in sorted(waiting.items()))
     steps.extend(_plan_orphans(services.keys() | waiting.keys(), current, previous, set(defined),
-                               set(broken), complete))
+                               set(broken), complete, candidates))
     return Plan(tuple(steps))
 
 
 def _by_role(containers: Iterable[Container], services: Mapping[str, Service],
              container_name: Callable[[str], str]
-             ) -> tuple[dict[str, Container], dict[str, Container], dict[str, list[Container]]]:
+             ) -> tuple[dict[str, Container], dict[str, Container], dict[str, list[Container]],
+                        dict[str, Container]]:
     """This node's containers by service: the current one, the kept predecessor,
-    and those under another name (a new -name-template)."""
+    those under another name (a new -name-template), and the start-first
+    candidate (a new container proving itself beside the current one)."""
     current: dict[str, Container] = {}
     previous: dict[str, Container] = {}
     odd: dict[str, list[Container]] = {}
+    candidates: dict[str, Container] = {}
     for container in sorted(containers, key=lambda c: (c.name, c.id)):
         name = container.service
         if name is None:
@@ -258,11 +264,13 @@ def _by_role(containers: Iterable[Container], services: Mapping[str, Service],
             current[name] = container
         elif container.name == container_name(name) + constants.PREVIOUS_SUFFIX:
             previous[name] = container
+        elif container.name == candidate_name(container_name(name)):
+            candidates[name] = container
         elif name in services:
             odd.setdefault(name, []).append(container)
         else:
             current.setdefault(name, container)
-    return current, previous, odd
+    return current, previous, odd, candidates
 
 
 def _plan_misnamed(odd: dict[str, list[Container]], current: dict[str, Container],
@@ -288,13 +296,13 @@ def _plan_misnamed(odd: dict[str, list[Container]], current: dict[str, Container
 
 def _plan_orphans(services: AbstractSet[str], current: dict[str, Container],
                   previous: dict[str, Container], defined: set[str], broken: set[str],
-                  complete: bool) -> list[Step]:
+                  complete: bool, candidates: Mapping[str, Container]) -> list[Step]:
     """Containers of services that are not (or no longer) this node's."""
     steps = []
-    for name in sorted(set(current) | set(previous)):
+    for name in sorted(set(current) | set(previous) | set(candidates)):
         if name in services:
             continue
-        for container in (current.get(name), previous.get(name)):
+        for container in (current.get(name), previous.get(name), candidates.get(name)):
             if container is None:
                 continue
             if not complete or name in broken:
@@ -323,6 +331,7 @@ def _plan_service(
     now: float,
     remotes: Mapping[str, "Remote"],
     pulling: frozenset[str] = frozenset(),
+    candidate: Container | None = None,
 ) -> list[Step]:
     image = images.get(service.image_ref)
     if image is None:
@@ -331,6 +340,15 @@ def _plan_service(
     target = Target(service, image, wanted)
     failure = memory.failures.get(service.name)
     blocked = failure if failure is not None and failure.blocks(wanted, now) else None
+    if candidate is not None:  # start-first: a new container proving itself beside the old
+        timeout = _health_timeout(service)
+        moves, whole = judge(candidate, current, previous, wanted,
+                             blocked.error if blocked else None,
+                             _probation_verdict(candidate, timeout, now), timeout)
+        steps = [Step(Action[m.action], service.name, m.reason, container=m.container,
+                      failed=m.failed, replaces=m.replaces) for m in moves]
+        return steps if whole else steps + _plan_service(
+            service, current, previous, images, memory, now, remotes, pulling)
     if current is None:
         return _plan_without_current(service, previous, target, blocked)
     steps: list[Step] = []
