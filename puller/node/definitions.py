@@ -26,7 +26,7 @@ from .runline import RunLine, parse_run_line
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout", "notify")
+FIELDS = ("name", "bash", "repo", "tag", "node", "digest", "health_timeout", "notify", "update")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -68,6 +68,7 @@ class Service:
     digest: str | None = None
     health_timeout: float | None = None
     notify: tuple[str, ...] = ()  # this service's own notification URLs (Apprise)
+    update: str = constants.UPDATE_POLICIES[0]  # auto | notify | manual: see node.policy
 
     @property
     def image_ref(self) -> str:
@@ -185,7 +186,7 @@ def parse_definition(text: str, path: str, default_name: str | None = None) -> S
     name = field.name()
     repo, reference = field.repo()
     tag, node, digest = field.tag(reference), field.node(), field.digest()
-    health_timeout, notify = field.health_timeout(), field.notify()
+    health_timeout, notify, update = field.health_timeout(), field.notify(), field.update()
     bash = field.text("bash")
     try:
         run = parse_run_line(bash, repo=repo, name=name)
@@ -195,7 +196,7 @@ def parse_definition(text: str, path: str, default_name: str | None = None) -> S
     if disagreement:
         raise DefinitionError(path, f"bash: {disagreement}", lines.get("bash"))
     return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
-                   digest=digest, health_timeout=health_timeout, notify=notify)
+                   digest=digest, health_timeout=health_timeout, notify=notify, update=update)
 
 
 def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool) -> str | None:
@@ -306,6 +307,16 @@ class _Fields:
                                       "notify: [\"json://host/path\"]")
         return tuple(url.strip() for url in urls)
 
+    def update(self) -> str:
+        value = self.data.get("update")
+        if value is None:
+            return constants.UPDATE_POLICIES[0]
+        if value not in constants.UPDATE_POLICIES:
+            raise self.fail("update", f"update must be one of {', '.join(constants.UPDATE_POLICIES)}"
+                                      f" (auto deploys a new image, notify tells of it, manual "
+                                      f"waits for `puller approve`); found {value!r}")
+        return value
+
 
 def read_definition(path: str) -> Service:
     """Read and validate one file; unreadable or undecodable files are DefinitionErrors."""
@@ -362,6 +373,8 @@ def definition_fields(service: Service) -> dict[str, Any]:
         fields["health_timeout"] = service.health_timeout
     if service.notify:
         fields["notify"] = list(service.notify)
+    if service.update != constants.UPDATE_POLICIES[0]:
+        fields["update"] = service.update
     return fields
 
 

@@ -19,6 +19,7 @@ from ..errors import ImageReferenceError
 from ..images.reference import Reference
 from .container import Container, Image
 from .definitions import Service
+from .policy import Hold, hold
 
 if TYPE_CHECKING:
     from ..images.freshness import Remote
@@ -34,10 +35,11 @@ class Action(enum.Enum):
     REMOVE = "remove"
     KEEP = "keep"  # nothing to do: up to date
     WAIT = "wait"  # something is wrong or backing off; nothing is done now
+    HOLD = "hold"  # a new image waits for a person (update: notify|manual); nothing is done
 
     @property
     def changes_something(self) -> bool:
-        return self not in (Action.KEEP, Action.WAIT)
+        return self not in (Action.KEEP, Action.WAIT, Action.HOLD)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Step:
     target: Target | None = None  # for CREATE / RECREATE
     image_ref: str | None = None  # for PULL: the ref to pull (and tag)
     digest: str | None = None  # for PULL: pull exactly this digest, then tag it as image_ref
+    hold: Hold | None = None  # for HOLD: the update that waits (target: what would run)
 
     def __str__(self) -> str:
         return f"{self.action.value} {self.service}: {self.reason}"
@@ -111,6 +114,8 @@ class Memory:
     failures: Mapping[str, Failure] = field(default_factory=dict)  # by service
     restarts: Mapping[str, Backoff] = field(default_factory=dict)  # by container id
     pull_errors: Mapping[str, str] = field(default_factory=dict)  # image ref → error
+    approved: Mapping[str, str] = field(default_factory=dict)  # service → image id approved
+    announced: Mapping[str, str] = field(default_factory=dict)  # service → image id told of
 
 
 def config_hash(run_canonical: Sequence[str], image_id: str) -> str:
@@ -214,6 +219,7 @@ def plan(
     remotes: Mapping[str, "Remote"] | None = None,
     container_name: Callable[[str], str] = str,
     pulling: frozenset[str] = frozenset(),
+    known: Mapping[str, Image] | None = None,
 ) -> Plan:
     """Steps that bring this node's containers to ``services``.
 
@@ -222,14 +228,16 @@ def plan(
     from "no longer matches this node"; containers of ``broken`` services
     (a bad file with no good definition to fall back on) are left alone, as is
     everything when the directory could not be read (``complete`` false).
-    ``pulling`` names the images being pulled in the background.
+    ``pulling`` names the images being pulled in the background; ``known``
+    holds images by id (those the containers were made from, for the versions
+    an update policy names).
     """
     current, previous, odd = _by_role(containers, services, container_name)
     steps = _plan_misnamed(odd, current, previous)
     for name in sorted(services):
         steps.extend(_plan_service(
             services[name], current.get(name), previous.get(name), images, memory, now,
-            remotes or {}, pulling,
+            remotes or {}, pulling, known or {},
         ))
     steps.extend(_plan_orphans(services, current, previous, set(defined), set(broken), complete))
     return Plan(tuple(steps))
@@ -316,6 +324,7 @@ def _plan_service(
     now: float,
     remotes: Mapping[str, "Remote"],
     pulling: frozenset[str] = frozenset(),
+    known: Mapping[str, Image] | None = None,
 ) -> list[Step]:
     image = images.get(service.image_ref)
     if image is None:
@@ -325,16 +334,33 @@ def _plan_service(
     failure = memory.failures.get(service.name)
     blocked = failure if failure is not None and failure.blocks(wanted, now) else None
     if current is None:
-        return _plan_without_current(service, previous, target, blocked)
+        held = _hold(service, previous, target, memory, remotes, known or {}) if previous else None
+        return _plan_without_current(service, previous, target, blocked, held)
+    held = _hold(service, current, target, memory, remotes, known or {})
     steps: list[Step] = []
     if previous is not None:
-        probation = _plan_probation(service, current, previous, wanted, now)
+        # an update that waits is not wanted yet: it does not end a probation early
+        probation = _plan_probation(service, current, previous,
+                                    current.config_hash or "" if held else wanted, now)
         if probation is None or probation.action is Action.RESTORE:
             return [probation or Step(Action.KEEP, service.name,
                                       f"new container on probation for "
                                       f"{_health_timeout(service):g} s", container=current)]
         steps.append(probation)
-    return steps + _plan_current(service, current, image, target, blocked, memory, now)
+    return steps + _plan_current(service, current, image, target, blocked, memory, now, held)
+
+
+def _hold(service: Service, current: Container, target: Target, memory: Memory,
+          remotes: Mapping[str, "Remote"], known: Mapping[str, Image]) -> Hold | None:
+    """The update policy's word on replacing ``current`` by ``target`` (node.policy)."""
+    if service.update == constants.UPDATE_POLICIES[0] or current.config_hash == target.config_hash:
+        return None
+    made_from = current.created_from or ""
+    same = bool(made_from) and config_hash(service.run.canonical(), made_from) == current.config_hash
+    old, ref = known.get(made_from), service.image_ref
+    digests = (release_digest(ref, old, None), release_digest(ref, target.image, remotes.get(ref)))
+    return hold(service, current, target.image, old, memory.approved.get(service.name), same,
+                digests)
 
 
 def _plan_without_image(service: Service, current: Container | None, memory: Memory,
@@ -352,13 +378,16 @@ def _plan_without_image(service: Service, current: Container | None, memory: Mem
 
 
 def _plan_without_current(service: Service, previous: Container | None, target: Target,
-                          blocked: Failure | None) -> list[Step]:
+                          blocked: Failure | None, held: Hold | None = None) -> list[Step]:
     name = service.name
     if previous is not None:
         if blocked:
             return [Step(Action.RESTORE, name,
                          f"putting the previous container back: the new one failed ({blocked.error})",
                          container=previous)]
+        if held:  # its image is what runs until a person approves the new one
+            return [Step(Action.RESTORE, name, f"putting the previous container back: "
+                                               f"{held.reason()}", container=previous)]
         return [Step(Action.RECREATE, name,
                      "finishing an update that was interrupted", container=previous, target=target)]
     if blocked:
@@ -390,9 +419,10 @@ def _plan_probation(service: Service, current: Container, previous: Container, w
 
 
 def _plan_current(service: Service, current: Container, image: Image, target: Target,
-                  blocked: Failure | None, memory: Memory, now: float) -> list[Step]:
+                  blocked: Failure | None, memory: Memory, now: float,
+                  held: Hold | None = None) -> list[Step]:
     name = service.name
-    if current.config_hash != target.config_hash:
+    if current.config_hash != target.config_hash and held is None:
         if blocked:
             return [Step(Action.KEEP, name,
                          f"the new version failed on this node ({blocked.error}); "
@@ -400,13 +430,17 @@ def _plan_current(service: Service, current: Container, image: Image, target: Ta
                          container=current)]
         return [Step(Action.RECREATE, name, _drift_reason(current, image, service.image_ref),
                      container=current, target=target)]
+    # a held update: the container keeps its image, started again if it exits
+    waiting = [Step(Action.HOLD, name, held.reason(), container=current, target=target,
+                    hold=held)] if held else []
     if current.running:
-        return [Step(Action.KEEP, name, f"up to date ({current.status})", container=current)]
+        return waiting or [Step(Action.KEEP, name, f"up to date ({current.status})",
+                                container=current)]
     backoff = memory.restarts.get(current.id)
     if backoff is not None and now < backoff.next_at:
         return [Step(Action.WAIT, name, f"{current.describe_state()}; started again after a backoff",
-                     container=current)]
-    return [Step(Action.START, name, current.describe_state(), container=current)]
+                     container=current), *waiting]
+    return [Step(Action.START, name, current.describe_state(), container=current), *waiting]
 
 
 def _health_timeout(service: Service) -> float:

@@ -15,12 +15,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Protocol
 
+from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, PullerError
 from ..faults import FaultLog
 from ..images.freshness import Freshness, Remote
 from ..images.gcloud import GoogleLogins
 from ..images.hooks import Push
 from ..images.reference import Reference
+from .approvals import approve, described, pending, settle
 from .container import Container, Image
 from .definitions import Scan, Service, definition_fields
 from .directory import DefinitionDir
@@ -28,7 +30,7 @@ from .docker import Docker
 from .executor import Executor, Outcome, remember
 from .history import History
 from .memoryfile import load_memory, save_memory
-from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
+from .planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
 from .pulls import PullJobs
 from .report import PassReport
 
@@ -69,9 +71,11 @@ class Reconciler:
         self.faults = FaultLog(log)
         self.passes = 0
         self.pull_jobs: PullJobs | None = None
+        self.known_images: dict[str, Image] = {}  # by id: images never change
 
     def tick(self, now: float | None = None, pull_due: bool = False,
-             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
+             check: Iterable[str] = (), pushes: Iterable[Push] = (),
+             approvals: Mapping[str, str] | None = None) -> PassReport:
         """Run one reconcile pass.
 
         ``pull_due`` asks the registry about every image; otherwise only images
@@ -79,7 +83,8 @@ class Reconciler:
         tags in ``pushes`` (a push's digest is never taken as is: the registry
         is asked). Pulls run within the pass,
         unless ``pull_in_background`` set a ``PullJobs``: then the pass starts
-        them and goes on without their images.
+        them and goes on without their images. ``approvals`` (service → image
+        id) are the waiting updates a person approved.
         """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
@@ -89,10 +94,13 @@ class Reconciler:
                     if service.matches(self.config.node)}
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         images, pulls, containers = self._read_facts(services, remotes)
+        for name, image_id in (approvals or {}).items():
+            self.memory = approve(self.memory, name, image_id)
         the_plan = plan(services, containers, images, self.memory, now,
                         defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
                         remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name, pulling=self.pulling())
+                        container_name=self.config.container_name, pulling=self.pulling(),
+                        known=self._made_from(services, images, containers))
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -100,7 +108,8 @@ class Reconciler:
         if outcomes:  # what runs now, for status (an extra call only after a change)
             containers = self.docker.containers(self.config.node)
         memory = remember(self.memory, the_plan, pulls, outcomes, now)
-        if (memory.failures, memory.restarts) != (self.memory.failures, self.memory.restarts):
+        memory, announced = settle(memory, the_plan, services, images, containers)
+        if _kept(memory) != _kept(self.memory):
             save_memory(self.memory_path, memory)
         self.memory = memory
         self.history.observe(
@@ -110,7 +119,7 @@ class Reconciler:
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
                             tuple(containers), tuple(pulls), tuple(outcomes),
-                            self.docker.calls - calls_before, faults)
+                            self.docker.calls - calls_before, faults, announced)
         self.last_report = report
         return report
 
@@ -134,6 +143,27 @@ class Reconciler:
                               ref, push.digest, remote.digest or remote.error)
         self.freshness.forget(tags)
         return remotes
+
+    def _made_from(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
+                   containers: Iterable[Container]) -> dict[str, Image]:
+        """The images containers were made from, by id, for the versions an update
+        policy names; a docker call only for one no pass has seen (after a restart)."""
+        containers = list(containers)
+        keep = {c.created_from for c in containers if c.created_from}
+        known = {image_id: self.known_images[image_id] for image_id in keep
+                 if image_id in self.known_images}
+        known.update((image.id, image) for image in images.values() if image)
+        gated = {name for name, service in services.items()
+                 if service.update != constants.UPDATE_POLICIES[0]}
+        missing = {c.created_from for c in containers
+                   if c.service in gated and c.created_from and c.created_from not in known}
+        if missing:
+            try:
+                known.update(self.docker.images_by_id(missing))
+            except PullerError as exc:
+                log.debug("cannot inspect the images containers were made from: %s", exc)
+        self.known_images = known
+        return known
 
     def _read_facts(self, services: Mapping[str, Service], remotes: Mapping[str, Remote]
                     ) -> tuple[dict[str, Image | None], list[Outcome], list[Container]]:
@@ -255,8 +285,11 @@ class Reconciler:
                 wanted is None or image.id != wanted.id):
             error = (f"{service.digest or service.tag} failed: {failure.error}; running "
                      f"{_image_label(ref, image)} ({(digest or image.id)[7:19]})")
+        held = pending(report.plan, service.name)
         return {
             "image": ref,
+            "update_policy": service.update,
+            "update": described(held) if held else None,
             "state": container.status if container else "absent",
             "container": container.short_id if container else None,
             "image_id": container.image_id if container else None,
@@ -265,6 +298,11 @@ class Reconciler:
             "checked_at": remote.checked_at if remote else None,
             "error": error or (remote.error if remote else None),
         }
+
+
+def _kept(memory: Memory) -> tuple:
+    """What of the memory is kept on disk (pull errors are not)."""
+    return memory.failures, memory.restarts, memory.approved, memory.announced
 
 
 def _image_label(ref: str, image: Image) -> str:
