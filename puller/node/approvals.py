@@ -13,9 +13,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Mapping
 
+from .. import constants
 from .container import Container, Image
 from .definitions import Service
 from .planner import Action, Memory, Plan, Step
+
+
+NOT_HERE = "does not run here"
 
 
 def pending(plan: Plan, name: str) -> Step | None:
@@ -60,3 +64,19 @@ def settle(memory: Memory, plan: Plan, services: Mapping[str, Service],
             announced[step.service] = step.hold.image_id
     memory = dataclasses.replace(memory, approved=approved, announced=announced)
     return memory, tuple(new)
+
+
+def approval_target(plan: Plan, service: Service | None, node: str
+                    ) -> tuple[Step | None, str]:
+    """The waiting update of ``service`` to approve on this node, or None and
+    why nothing is approved."""
+    if service is None or not service.matches(node):
+        return None, NOT_HERE
+    step = pending(plan, service.name)
+    if step is not None:
+        return step, ""
+    if service.update == constants.UPDATE_POLICIES[0]:  # auto: nothing ever waits
+        return None, (f"nothing to approve: {service.name} has update: auto, so a new image is "
+                      "deployed without approval")
+    return None, (f"nothing to approve: no new image of {service.name} waits on node {node} "
+                  f"(`puller pull {service.name}` asks the registry now)")
