@@ -141,6 +141,8 @@ class EventWatch:
         says which are new: ``report.announced``)."""
         events = []
         for step in report.plan.steps:
+            if step.action is Action.HOLD and step.hold:
+                self.ran.setdefault(step.service, step.hold.old)  # what runs, after a restart
             if step.action is Action.HOLD and step.hold and step.service in report.announced:
                 held = step.hold
                 waits = ("waiting for approval" if held.policy == "manual"

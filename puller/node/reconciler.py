@@ -72,6 +72,7 @@ class Reconciler:
         self.passes = 0
         self.pull_jobs: PullJobs | None = None
         self.known_images: dict[str, Image] = {}  # by id: images never change
+        self.unknown_images: set[str] = set()  # ids docker no longer has: not asked again
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = (),
@@ -156,10 +157,12 @@ class Reconciler:
         gated = {name for name, service in services.items()
                  if service.update != constants.UPDATE_POLICIES[0]}
         missing = {c.created_from for c in containers
-                   if c.service in gated and c.created_from and c.created_from not in known}
+                   if c.service in gated and c.created_from and c.created_from not in known
+                   and c.created_from not in self.unknown_images}
         if missing:
             try:
                 known.update(self.docker.images_by_id(missing))
+                self.unknown_images |= missing - set(known)
             except PullerError as exc:
                 log.debug("cannot inspect the images containers were made from: %s", exc)
         self.known_images = known

@@ -111,12 +111,18 @@ def test_notify_tells_of_a_new_image_once_by_its_oci_version_and_deploys_nothing
         for _ in range(3):
             report = node.tick(pull_due=True)
             assert report.plan.changes == ()
+        assert report.docker_calls == 2  # a waiting update costs an idle pass nothing more
         wait_until(told, timeout=10, what="the new image to be told of")
     # a restarted daemon (its memory on disk) tells nothing again, deploys nothing
     with Daemon(config) as daemon:
         node = Node(daemon, str(directory), cleanup)
-        for _ in range(2):
-            assert node.tick(pull_due=True).plan.changes == ()
+        calls = []
+        for _ in range(3):
+            report = node.tick(pull_due=True)
+            assert report.plan.changes == ()
+            calls.append(report.docker_calls)
+        assert calls == [3, 2, 2], calls  # the running image is inspected once, for its version
+        assert update_of(node, "nt")["running"] == "1.0.0"
     time.sleep(0.5)
     assert fetch(port) == "one" and container_id(node, "nt") == before
     [message] = told()
