@@ -375,4 +375,5 @@ def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
            ["WHEN", "SOURCE", "NODE", "TAG", "PINNED", "RAN"])
 
 
-CLIENT_COMMANDS = (pull_command, approve_command, ls_command, status_command, apply_command, rm_command, tag_command, rollback_command, history_command)
+CLIENT_COMMANDS = (pull_command, approve_command, ls_command, status_command, apply_command,
+                   rm_command, tag_command, rollback_command, history_command)

@@ -30,7 +30,8 @@ from .docker import Docker
 from .executor import Executor, Outcome, remember
 from .history import History
 from .memoryfile import load_memory, save_memory
-from .planner import Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
+from .planner import (Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls,
+                      release_digest)
 from .pulls import PullJobs
 from .report import PassReport
 
