@@ -96,6 +96,7 @@ class Reconciler:
                     if service.matches(self.config.node)}
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         images, pulls, containers = self._read_facts(services, remotes)
+        kept_before = _kept(self.memory)
         for name, image_id in (approvals or {}).items():
             self.memory = approve(self.memory, name, image_id)
         the_plan = plan(services, containers, images, self.memory, now,
@@ -111,7 +112,7 @@ class Reconciler:
             containers = self.docker.containers(self.config.node)
         memory = remember(self.memory, the_plan, pulls, outcomes, now)
         memory, announced = settle(memory, the_plan, services, images, containers)
-        if _kept(memory) != _kept(self.memory):
+        if _kept(memory) != kept_before:
             save_memory(self.memory_path, memory)
         self.memory = memory
         self.history.observe(
