@@ -229,9 +229,13 @@ class Cleanup:
             ids.update(docker("ps", "-aq", "--filter", flt, check=False).stdout.split())
         if ids:
             docker("rm", "-f", *sorted(ids), check=False)
-        # images of the test's own repositories (named after the run id), and any recorded
-        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
-        mine = [ref for ref in listed.split() if self.run_id in ref]
+        # images of the test's own repositories (named after the run id), and any recorded;
+        # one a moved tag left untagged goes by its id
+        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+                        check=False).stdout
+        rows = [line.split() for line in listed.splitlines() if self.run_id in line]
+        mine = sorted({image if ref.endswith(":<none>") else ref
+                       for ref, image in (row for row in rows if len(row) == 2)})
         if self.images or mine:
             docker("image", "rm", "-f", *self.images, *mine, check=False)
 
