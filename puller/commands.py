@@ -143,6 +143,52 @@ def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool)
         raise click.ClickException("; ".join(result["errors"]))
 
 
+@click.command("approve")
+@click.argument("name")
+@click.option("-all", "--all", "everywhere", is_flag=True,
+              help="Ask every node of the cluster to deploy the image that waits there.")
+@click.option("-json", "--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+@connection_options
+@click.pass_context
+def approve_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
+    """Deploy the new image of NAME that waits for approval (update: manual or notify)."""
+    if not everywhere:
+        result = _call(ctx, "POST", _service_path(name, "approve"))
+        if as_json:
+            _echo_json(result)
+        else:
+            click.echo(_approved_line(name, result))
+        if result.get("errors"):
+            raise click.ClickException("; ".join(result["errors"]))
+        return
+    result = _call(ctx, "POST", _service_path(name, "approve-all"))
+    if as_json:
+        _echo_json(result)
+    errors, approved = [], 0
+    for node in result["nodes"]:
+        where = node.get("node") or node.get("addr")
+        if node.get("error"):
+            errors.append(f"{where}: {node['error']}")
+            continue
+        approved += bool(node.get("approved"))
+        errors += [f"{where}: {error}" for error in node.get("errors", [])]
+        if not as_json:
+            click.echo(_approved_line(name, node) if node.get("approved") else
+                       f"{where}: {node.get('reason') or 'does not run ' + name}")
+    if errors:
+        raise click.ClickException("; ".join(errors))
+    if not approved:
+        raise click.ClickException(f"nothing to approve: no new image of {name} waits on any "
+                                   "node reached")
+
+
+def _approved_line(name: str, result: dict) -> str:
+    what = "; ".join(f"{s['action']}: {s['reason']}" for s in result.get("steps", []))
+    update = result.get("update") or {}
+    return (f"{name} on {result['node']}: approved {update.get('running', '?')} → "
+            f"{update.get('available', '?')}; {what or 'nothing done'}")
+
+
 def _table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -189,7 +235,8 @@ def ls_command(ctx: click.Context, as_json: bool) -> None:
 @connection_options
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool, wide: bool) -> None:
-    """Each node's services: state, image, running and registry digests, last error."""
+    """Each node's services: state, image, running and registry digests, last error
+    (or the update that waits for approval)."""
     result = _call(ctx, "GET", "/v1/cluster")
     if as_json:
         return _echo_json(result)
@@ -210,8 +257,9 @@ def status_command(ctx: click.Context, as_json: bool, wide: bool) -> None:
             add([name, "-", "no services", "-", "-", "-"], "")
         for service, s in sorted(node.get("services", {}).items()):
             image = f"{s['image']} (track {s['track']})" if s.get("track") else s["image"]
+            update = (s.get("update") or {}).get("message")  # a new image waits for a person
             add([name, service, s["state"], image, _short(s["running_digest"]),
-                 _short(s["registry_digest"])], s["error"] or "")
+                 _short(s["registry_digest"])], s["error"] or update or "")
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
 
 
@@ -329,4 +377,5 @@ def history_command(ctx: click.Context, name: str, as_json: bool) -> None:
            ["WHEN", "SOURCE", "NODE", "TAG", "PINNED", "RAN"])
 
 
-CLIENT_COMMANDS = (pull_command, ls_command, status_command, apply_command, rm_command, tag_command, rollback_command, history_command)
+CLIENT_COMMANDS = (pull_command, approve_command, ls_command, status_command, apply_command,
+                   rm_command, tag_command, rollback_command, history_command)

@@ -28,6 +28,10 @@ DEFINITION_SUFFIXES = (".yml", ".yaml")
 SERVICE_NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z"
 
 LABEL_IMAGE = "io.puller.image"  # the image id the container was created from
+LABEL_REF = "io.puller.ref"  # the image as its definition asked for it (repo:tag, repo@digest)
+OCI_VERSION_LABEL = "org.opencontainers.image.version"  # an image's own version, when it says
+
+UPDATE_POLICIES = ("auto", "notify", "manual")  # a definition's update: field; the first is the default
 
 DEPLOY_WORKERS = 4  # container changes of distinct services run concurrently
 DOCKER_TIMEOUT = 120.0  # seconds for a docker CLI call other than a pull

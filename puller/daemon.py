@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -39,6 +39,7 @@ from .faults import Outage
 from .images.freshness import Freshness
 from .images.gcloud import DEFAULT_GOOGLE_REGISTRIES
 from .images.hooks import Push
+from .node.approvals import NOT_HERE, approval_target, described
 from .node.definitions import Scan, is_definition_file
 from .node.docker import Docker
 from .node.reconciler import Reconciler
@@ -163,9 +164,10 @@ class Daemon(Reconciler):
     def wake(self) -> None:
         self._wake.set()
 
-    def request_pass(self, services: Iterable[str] = (), pushes: Iterable[Push] = ()) -> Future:
+    def request_pass(self, services: Iterable[str] = (), pushes: Iterable[Push] = (),
+                     approvals: Iterable[tuple[str, str]] = ()) -> Future:
         """Ask the loop for a pass now; the future gets its PassReport."""
-        request = PassRequest(frozenset(services), tuple(pushes))
+        request = PassRequest(frozenset(services), tuple(pushes), tuple(approvals))
         self._requests.put(request)
         self.wake()
         return request.future
@@ -229,7 +231,8 @@ class Daemon(Reconciler):
         if self.cluster is not None:
             return
         config = self.config
-        handlers = {"pull": self._peer_pull, "status": lambda body: self.status()}
+        handlers = {"pull": self._peer_pull, "status": lambda body: self.status(),
+                    "approve": lambda body: self.approve_here(str(body.get("service", "")))}
         if config.store is not None:  # etcd holds the definitions: no gossip, no zeroconf
             self.cluster = EtcdBackend(EtcdBackendConfig(config.node, config.directory,
                                                          config.store),
@@ -252,11 +255,12 @@ class Daemon(Reconciler):
         self.history.expect(name, "peer", origin)
 
     def tick(self, now: float | None = None, pull_due: bool = False,
-             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
+             check: Iterable[str] = (), pushes: Iterable[Push] = (),
+             approvals: Mapping[str, str] | None = None) -> PassReport:
         if self.cluster is not None:
             self.cluster.sync_dir()  # version local edits, push them to peers
         started = time.monotonic()
-        report = super().tick(now, pull_due, check, pushes)
+        report = super().tick(now, pull_due, check, pushes, approvals)
         self.notifier.notify(self.events.update(report))  # never waits: a worker sends
         if self.metrics is not None:
             self.metrics.observe(report, time.monotonic() - started, len(self.peers()))
@@ -276,6 +280,26 @@ class Daemon(Reconciler):
         return self.pull_here(str(body.get("service", "")))
 
     # What the API needs (control.api.NodeControl) --------------------------------------
+
+    def approve_here(self, name: str) -> dict:
+        """Deploy the update of ``name`` that waits on this node (the one status
+        showed); what happened, or why nothing was approved."""
+        answer = {"node": self.config.node, "service": name}
+        try:
+            report = self.last_report or self.request_pass().result(
+                timeout=constants.API_PASS_TIMEOUT)
+            step, why = approval_target(report.plan, report.scan.services.get(name),
+                                        self.config.node)
+            if step is None or step.hold is None:
+                return {**answer, "runs_here": why != NOT_HERE, "approved": False, "reason": why}
+            report = self.request_pass(approvals=[(name, step.hold.image_id)]).result(
+                timeout=constants.API_PASS_TIMEOUT)
+        except Exception as exc:  # reported to the asking node, never fatal here
+            return {**answer, "error": str(exc)}
+        service = report.scan.services.get(name)
+        ref = service.image_ref if service else ""
+        return {**answer, "runs_here": True, "approved": True, "update": described(step),
+                **service_result(report, name, ref)}
 
     def scan(self) -> Scan:
         return self.definitions.scan()
@@ -325,9 +349,11 @@ class Daemon(Reconciler):
             taken = self._take_requests()
             check = {name for r in taken for name in r.services}
             pushes = [push for r in taken for push in r.pushes]
+            approvals = dict(pair for r in taken for pair in r.approvals)
             requests, self._waiting = self._waiting + taken, []
             try:
-                report = self.tick(started, pull_due=pull_due, check=check, pushes=pushes)
+                report = self.tick(started, pull_due=pull_due, check=check, pushes=pushes,
+                                   approvals=approvals)
             except PullerError as exc:
                 self._pass_failed(exc, started)
                 self._answer(requests, error=exc)

@@ -175,9 +175,10 @@ class Registry:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def build_image(ref: str, content: str, cmd: str = '["/bin/sh"]', push: bool = True) -> str:
-    """Import a busybox image whose /www/index.html is ``content``; push it.
-    Returns the pushed digest (or the image id when not pushed)."""
+def build_image(ref: str, content: str, cmd: str = '["/bin/sh"]', push: bool = True,
+                labels: dict[str, str] | None = None) -> str:
+    """Import a busybox image whose /www/index.html is ``content`` (with image
+    ``labels``); push it. Returns the pushed digest (or the image id when not pushed)."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     with tempfile.TemporaryDirectory(prefix="puller-image-") as root:
         os.makedirs(os.path.join(root, "bin"))
@@ -189,7 +190,9 @@ def build_image(ref: str, content: str, cmd: str = '["/bin/sh"]', push: bool = T
         with open(os.path.join(root, "www", "index.html"), "w") as handle:
             handle.write(content)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-c", f"CMD {cmd}", "-", ref], stdin=tar.stdout,
+        changes = [f"CMD {cmd}", *(f"LABEL {key}={value}" for key, value in (labels or {}).items())]
+        subprocess.run(["docker", "import", *(arg for change in changes for arg in ("-c", change)),
+                        "-", ref], stdin=tar.stdout,
                        check=True, capture_output=True, timeout=120)
         tar.stdout.close()
         tar.wait()
@@ -226,9 +229,13 @@ class Cleanup:
             ids.update(docker("ps", "-aq", "--filter", flt, check=False).stdout.split())
         if ids:
             docker("rm", "-f", *sorted(ids), check=False)
-        # images of the test's own repositories (named after the run id), and any recorded
-        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
-        mine = [ref for ref in listed.split() if self.run_id in ref]
+        # images of the test's own repositories (named after the run id), and any recorded;
+        # one a moved tag left untagged goes by its id
+        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}",
+                        check=False).stdout
+        rows = [line.split() for line in listed.splitlines() if self.run_id in line]
+        mine = sorted({image if ref.endswith(":<none>") else ref
+                       for ref, image in (row for row in rows if len(row) == 2)})
         if self.images or mine:
             docker("image", "rm", "-f", *self.images, *mine, check=False)
 

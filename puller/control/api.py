@@ -56,6 +56,8 @@ class NodeControl(Protocol):
 
     def pull_here(self, name: str) -> dict: ...  # check and deploy now, wait for it
 
+    def approve_here(self, name: str) -> dict: ...  # deploy the update that waits, wait for it
+
     def ask_cluster(self, kind: str, body: dict) -> list[dict]: ...  # every other node
 
     def peers(self) -> list[dict]: ...  # the peer table
@@ -270,6 +272,33 @@ def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
 
 
 route("GET", "/v1/propagate-and-pull/{name}")(pull_everywhere)  # the original's path
+
+
+@route("POST", "/v1/services/{name}/approve")
+def approve(api: Api, request: Request) -> tuple[int, Any]:
+    """Deploy the new image that waits for approval (update: manual|notify) here."""
+    name = request.params["name"]
+    if name not in api.node.scan().services:
+        raise ApiProblem(404, f"no service {name!r} is defined")
+    result = api.node.approve_here(name)
+    if result.get("error"):
+        raise ApiProblem(500, f"the approval of {name} failed: {result['error']}")
+    if not result["runs_here"]:
+        raise ApiProblem(404, f"service {name!r} does not run on node {api.node.node}")
+    if not result["approved"]:
+        raise ApiProblem(409, result["reason"])
+    return 200, result
+
+
+@route("POST", "/v1/services/{name}/approve-all")
+def approve_everywhere(api: Api, request: Request) -> tuple[int, Any]:
+    """Every node deploys the new image of the service that waits there; one answer per node."""
+    name = request.params["name"]
+    if name not in api.node.scan().services:
+        raise ApiProblem(404, f"no service {name!r} is defined")
+    results = [api.node.approve_here(name)]
+    results += api.node.ask_cluster("approve", {"service": name})
+    return 200, {"service": name, "nodes": results}
 
 
 @route("POST", "/v1/hooks/registry", access="hook")

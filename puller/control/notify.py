@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import logging
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,13 +22,12 @@ from typing import Callable, Iterable
 from .. import constants
 from ..errors import PullerError
 from ..node.container import Container
+from ..node.imageversion import Version
 from ..node.planner import Action, Target, release_digest
 from ..node.report import PassReport
 
 log = logging.getLogger(__name__)
 
-# a tag that names a version (v1, 1.2.5, 2024.01-rc1), unlike latest or main
-VERSION_TAG = re.compile(r"v?\d+([._-][0-9A-Za-z]+)*\Z")
 
 
 class Kind(enum.Enum):
@@ -39,31 +37,7 @@ class Kind(enum.Enum):
     BAD_DEFINITION = "bad definition"
     REGISTRY_DOWN = "registry unreachable"
     REGISTRY_BACK = "registry recovered"
-
-
-@dataclass(frozen=True)
-class Version:
-    """What a service runs, as a person knows it."""
-
-    tag: str | None = None
-    digest: str | None = None  # the registry digest, else a local image id
-
-    @property
-    def short_digest(self) -> str | None:
-        return f"{self.digest[:19]}…" if self.digest else None
-
-    def label(self) -> str:
-        """The tag when it is a version, else the short digest."""
-        if self.tag and VERSION_TAG.match(self.tag):
-            return self.tag
-        return self.short_digest or self.tag or "?"
-
-    def detail(self) -> str:
-        """The label, with the digest (or a tag that is no version) after it."""
-        label, extra = self.label(), self.short_digest
-        if label == extra:
-            extra = self.tag
-        return f"{label} ({extra})" if extra and extra != label else label
+    NEW_IMAGE = "new image available"  # under update: notify|manual, once per image
 
 
 @dataclass(frozen=True)
@@ -91,7 +65,8 @@ class Event:
 def target_version(target: Target, report: PassReport) -> Version:
     ref = target.service.image_ref
     digest = release_digest(ref, target.image, report.remotes.get(ref))
-    return Version(target.service.tag, digest or target.service.digest or target.image.id)
+    return Version(target.service.tag, digest or target.service.digest or target.image.id,
+                   target.image.version)
 
 
 def running_versions(report: PassReport) -> dict[str, Version]:
@@ -105,7 +80,7 @@ def running_versions(report: PassReport) -> dict[str, Version]:
         if container is None or image is None or container.image_id != image.id:
             continue
         digest = release_digest(service.image_ref, image, report.remotes.get(service.image_ref))
-        found[name] = Version(service.tag, digest or service.digest or image.id)
+        found[name] = Version(service.tag, digest or service.digest or image.id, image.version)
     return found
 
 
@@ -123,6 +98,7 @@ class EventWatch:
                   for event in self._outcome(outcome.step, outcome.error, outcome.restored,
                                              report)]
         events += self._faults(report)
+        events += self._new_images(report)
         told = {event.service for event in events}
         for name, version in running_versions(report).items():
             if name not in told:
@@ -159,6 +135,24 @@ class EventWatch:
                                 new=self.before.get(name) or _container_version(step.container),
                                 why=f"could not put the previous container back: {error}")]
         return []
+
+    def _new_images(self, report: PassReport) -> list[Event]:
+        """A new image that waits for a person, told once (the daemon's memory
+        says which are new: ``report.announced``)."""
+        events = []
+        for step in report.plan.steps:
+            if step.action is Action.HOLD and step.hold:
+                self.ran.setdefault(step.service, step.hold.old)  # what runs, after a restart
+            if step.action is Action.HOLD and step.hold and step.service in report.announced:
+                held = step.hold
+                waits = ("waiting for approval" if held.policy == "manual"
+                         else "not deployed (update: notify)")
+                events.append(self._event(Kind.NEW_IMAGE, step.service, report,
+                                          old=self.ran.get(step.service) or held.old,
+                                          new=held.new,
+                                          why=f"{waits}; `puller approve {step.service}` "
+                                              "deploys it"))
+        return events
 
     def _faults(self, report: PassReport) -> list[Event]:
         events = []

@@ -85,6 +85,11 @@ class Container:
         return self.labels.get(constants.LABEL_IMAGE)
 
     @property
+    def asked_for(self) -> str | None:
+        """The image as the definition asked for it when puller created the container."""
+        return self.labels.get(constants.LABEL_REF)
+
+    @property
     def running(self) -> bool:
         return self.status in RUNNING_STATES
 
@@ -110,9 +115,10 @@ class Container:
 
 
 # `docker ps --format`: the fields puller needs, each JSON-quoted (tabs and all).
+PS_LABELS = (constants.LABEL_SERVICE, constants.LABEL_NODE, constants.LABEL_HASH,
+             constants.LABEL_IMAGE, constants.LABEL_REF)
 PS_FIELDS = (".ID", ".Names", ".State", ".Status",
-             *(f'(.Label "{key}")' for key in (constants.LABEL_SERVICE, constants.LABEL_NODE,
-                                                constants.LABEL_HASH, constants.LABEL_IMAGE)))
+             *(f'(.Label "{key}")' for key in PS_LABELS))
 PS_FORMAT = "\t".join("{{json %s}}" % field for field in PS_FIELDS)
 _EXIT_CODE = re.compile(r"(?:Exited|Restarting) \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
@@ -129,12 +135,11 @@ def from_ps_row(line: str) -> "Container | None":
         return None
     if len(values) != len(PS_FIELDS) or not all(isinstance(v, str) for v in values):
         return None
-    cid, names, state, status, service, node, config_hash, image = values
+    cid, names, state, status, *label_values = values
     if not cid or not names:
         return None
-    labels = {key: value for key, value in zip(
-        (constants.LABEL_SERVICE, constants.LABEL_NODE, constants.LABEL_HASH, constants.LABEL_IMAGE),
-        (service, node, config_hash, image)) if value}
+    labels = {key: value for key, value in zip(PS_LABELS, label_values) if value}
+    image = labels.get(constants.LABEL_IMAGE, "")
     exit_code = _EXIT_CODE.search(status)
     health = _HEALTH.search(status)
     return Container(
@@ -152,11 +157,15 @@ class Image:
     id: str
     repo_tags: tuple[str, ...] = ()
     repo_digests: tuple[str, ...] = ()
+    version: str | None = None  # its org.opencontainers.image.version label, if any
 
     @classmethod
     def from_inspect(cls, data: Mapping[str, Any]) -> "Image":
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        version = labels.get(constants.OCI_VERSION_LABEL) if isinstance(labels, dict) else None
         return cls(
             id=data["Id"],
             repo_tags=tuple(data.get("RepoTags") or ()),
             repo_digests=tuple(data.get("RepoDigests") or ()),
+            version=(version.strip() or None) if isinstance(version, str) else None,
         )

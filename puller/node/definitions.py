@@ -29,7 +29,7 @@ from .runline import RunLine, parse_run_line
 log = logging.getLogger(__name__)
 
 FIELDS = ("name", "bash", "repo", "tag", "track", "node", "digest", "health_timeout", "notify",
-          "rollout")
+          "update", "rollout")
 REQUIRED = ("name", "bash", "repo")
 NAME_RE = re.compile(constants.SERVICE_NAME_PATTERN)
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -72,6 +72,7 @@ class Service:
     health_timeout: float | None = None
     notify: tuple[str, ...] = ()  # this service's own notification URLs (Apprise)
     track: str | None = None  # a semver range: ``tag`` is the newest matching tag, "" until known
+    update: str = constants.UPDATE_POLICIES[0]  # auto | notify | manual: see node.policy
     rollout: RolloutSpec | None = None  # how a change travels through the fleet
 
     @functools.cached_property
@@ -196,6 +197,7 @@ def parse_definition(text: str, path: str, default_name: str | None = None) -> S
     tag, node, digest = field.tag(reference), field.node(), field.digest()
     health_timeout, notify, track = field.health_timeout(), field.notify(), field.track()
     tag = "" if track else tag  # the tracker picks it
+    update = field.update()
     bash = field.text("bash")
     try:
         run = parse_run_line(bash, repo=repo, name=name)
@@ -206,7 +208,7 @@ def parse_definition(text: str, path: str, default_name: str | None = None) -> S
         raise DefinitionError(path, f"bash: {disagreement}", lines.get("bash"))
     return Service(name=name, bash=bash, repo=repo, tag=tag, node=node, run=run, path=path,
                    digest=digest, health_timeout=health_timeout, notify=notify, track=track,
-                   rollout=field.rollout(run))
+                   update=update, rollout=field.rollout(run))
 
 
 def _image_disagrees(token: str, tag: str, digest: str | None, tag_written: bool,
@@ -354,6 +356,16 @@ class _Fields:
                                        "(-p 80) behind a proxy")
         return spec
 
+    def update(self) -> str:
+        value = self.data.get("update")
+        if value is None:
+            return constants.UPDATE_POLICIES[0]
+        if value not in constants.UPDATE_POLICIES:
+            raise self.fail("update", f"update must be one of {', '.join(constants.UPDATE_POLICIES)}"
+                                      f" (auto deploys a new image, notify tells of it, manual "
+                                      f"waits for `puller approve`); found {value!r}")
+        return value
+
 
 def read_definition(path: str) -> Service:
     """Read and validate one file; unreadable or undecodable files are DefinitionErrors."""
@@ -416,6 +428,8 @@ def definition_fields(service: Service) -> dict[str, Any]:
         fields["notify"] = list(service.notify)
     if service.rollout is not None:
         fields["rollout"] = service.rollout.to_fields()
+    if service.update != constants.UPDATE_POLICIES[0]:
+        fields["update"] = service.update
     return fields
 
 

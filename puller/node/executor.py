@@ -33,6 +33,7 @@ from ..images.reference import Reference
 from .container import Container
 from .docker import NAME_IN_USE, Docker
 from .planner import Action, Backoff, Failure, Memory, Plan, Step, Target
+from .policy import asked_for
 from .startfirst import candidate_name, starts_first
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def run_options(target: Target, node: str, name: str | None = None) -> list[str]
         "--label", f"{constants.LABEL_NODE}={node}",
         "--label", f"{constants.LABEL_HASH}={target.config_hash}",
         "--label", f"{constants.LABEL_IMAGE}={target.image.id}",
+        "--label", f"{constants.LABEL_REF}={asked_for(service)}",
     ]
 
 

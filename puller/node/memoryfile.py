@@ -5,7 +5,9 @@ container that keeps exiting, are kept in ``<state_dir>/memory.json``,
 written atomically whenever they change and read at start. Without it a
 daemon restarted after a failed update (systemd's ``Restart=always`` after a
 crash) would stop the container that was put back and try the failed
-release again. Restart backoffs are keyed by container id, so a container
+release again. The update policy's approvals and the new images already
+told of are kept too, so a restart neither forgets an approval nor tells
+of the same image twice. Restart backoffs are keyed by container id, so a container
 that is gone is simply forgotten by the next pass.
 """
 
@@ -29,6 +31,8 @@ def memory_to_json(memory: Memory) -> dict[str, Any]:
                      for name, f in sorted(memory.failures.items())},
         "restarts": {cid: {"attempts": b.attempts, "next_at": b.next_at}
                      for cid, b in sorted(memory.restarts.items())},
+        "approved": dict(sorted(memory.approved.items())),
+        "announced": dict(sorted(memory.announced.items())),
     }
 
 
@@ -49,7 +53,16 @@ def memory_from_json(data: Any) -> Memory:
             restarts[str(cid)] = Backoff(int(item["attempts"]), float(item["next_at"]))
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
-    return Memory(failures=failures, restarts=restarts)
+    return Memory(failures=failures, restarts=restarts, approved=_names(data.get("approved")),
+                  announced=_names(data.get("announced")))
+
+
+def _names(data: Any) -> dict[str, str]:
+    """A mapping of service name → image id; what is not one is dropped."""
+    if not isinstance(data, dict):
+        return {}
+    return {name: value for name, value in data.items()
+            if isinstance(name, str) and isinstance(value, str)}
 
 
 def _number(value: Any) -> float | None:

@@ -19,6 +19,7 @@ from ..errors import ImageReferenceError
 from ..images.reference import Reference
 from .container import Container, Image
 from .definitions import Service
+from .policy import Hold, hold
 from .startfirst import candidate_name, judge
 
 if TYPE_CHECKING:
@@ -36,10 +37,11 @@ class Action(enum.Enum):
     REMOVE = "remove"
     KEEP = "keep"  # nothing to do: up to date
     WAIT = "wait"  # something is wrong or backing off; nothing is done now
+    HOLD = "hold"  # a new image waits for a person (update: notify|manual); nothing is done
 
     @property
     def changes_something(self) -> bool:
-        return self not in (Action.KEEP, Action.WAIT)
+        return self not in (Action.KEEP, Action.WAIT, Action.HOLD)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Step:
     target: Target | None = None  # for CREATE / RECREATE
     image_ref: str | None = None  # for PULL: the ref to pull (and tag)
     digest: str | None = None  # for PULL: pull exactly this digest, then tag it as image_ref
+    hold: Hold | None = None  # for HOLD: the update that waits (target: what would run)
 
     def __str__(self) -> str:
         return f"{self.action.value} {self.service}: {self.reason}"
@@ -114,6 +117,8 @@ class Memory:
     failures: Mapping[str, Failure] = field(default_factory=dict)  # by service
     restarts: Mapping[str, Backoff] = field(default_factory=dict)  # by container id
     pull_errors: Mapping[str, str] = field(default_factory=dict)  # image ref → error
+    approved: Mapping[str, str] = field(default_factory=dict)  # service → image id approved
+    announced: Mapping[str, str] = field(default_factory=dict)  # service → image id told of
 
 
 def config_hash(run_canonical: Sequence[str], image_id: str) -> str:
@@ -218,6 +223,7 @@ def plan(
     container_name: Callable[[str], str] = str,
     pulling: frozenset[str] = frozenset(),
     waiting: Mapping[str, str] | None = None,
+    known: Mapping[str, Image] | None = None,
 ) -> Plan:
     """Steps that bring this node's containers to ``services``.
 
@@ -228,14 +234,16 @@ def plan(
     everything when the directory could not be read (``complete`` false).
     ``pulling`` names the images being pulled in the background; ``waiting``
     services that cannot be planned yet (a ``track:`` not resolved), with why:
-    they wait, and their containers are left as they are.
+    they wait, and their containers are left as they are. ``known`` holds
+    images by id (those the containers were made from, for the versions an
+    update policy names).
     """
     current, previous, odd, candidates = _by_role(containers, services, container_name)
     steps = _plan_misnamed(odd, current, previous)
     for name in sorted(services):
         steps.extend(_plan_service(
             services[name], current.get(name), previous.get(name), images, memory, now,
-            remotes or {}, pulling, candidates.get(name),
+            remotes or {}, pulling, candidates.get(name), known or {},
         ))
     waiting = {name: why for name, why in (waiting or {}).items() if name not in services}
     steps.extend(Step(Action.WAIT, name, why, container=current.get(name))
@@ -332,6 +340,7 @@ def _plan_service(
     remotes: Mapping[str, "Remote"],
     pulling: frozenset[str] = frozenset(),
     candidate: Container | None = None,
+    known: Mapping[str, Image] | None = None,
 ) -> list[Step]:
     image = images.get(service.image_ref)
     if image is None:
@@ -348,18 +357,35 @@ def _plan_service(
         steps = [Step(Action[m.action], service.name, m.reason, container=m.container,
                       failed=m.failed, replaces=m.replaces) for m in moves]
         return steps if whole else steps + _plan_service(
-            service, current, previous, images, memory, now, remotes, pulling)
+            service, current, previous, images, memory, now, remotes, pulling, None, known)
     if current is None:
-        return _plan_without_current(service, previous, target, blocked)
+        held = _hold(service, previous, target, memory, remotes, known or {}) if previous else None
+        return _plan_without_current(service, previous, target, blocked, held)
+    held = _hold(service, current, target, memory, remotes, known or {})
     steps: list[Step] = []
     if previous is not None:
-        probation = _plan_probation(service, current, previous, wanted, now)
+        # an update that waits is not wanted yet: it does not end a probation early
+        probation = _plan_probation(service, current, previous,
+                                    current.config_hash or "" if held else wanted, now)
         if probation is None or probation.action is Action.RESTORE:
             return [probation or Step(Action.KEEP, service.name,
                                       f"new container on probation for "
                                       f"{_health_timeout(service):g} s", container=current)]
         steps.append(probation)
-    return steps + _plan_current(service, current, image, target, blocked, memory, now)
+    return steps + _plan_current(service, current, image, target, blocked, memory, now, held)
+
+
+def _hold(service: Service, current: Container, target: Target, memory: Memory,
+          remotes: Mapping[str, "Remote"], known: Mapping[str, Image]) -> Hold | None:
+    """The update policy's word on replacing ``current`` by ``target`` (node.policy)."""
+    if service.update == constants.UPDATE_POLICIES[0] or current.config_hash == target.config_hash:
+        return None
+    made_from = current.created_from or ""
+    same = bool(made_from) and config_hash(service.run.canonical(), made_from) == current.config_hash
+    old, ref = known.get(made_from), service.image_ref
+    digests = (release_digest(ref, old, None), release_digest(ref, target.image, remotes.get(ref)))
+    return hold(service, current, target.image, old, memory.approved.get(service.name), same,
+                digests)
 
 
 def _plan_without_image(service: Service, current: Container | None, memory: Memory,
@@ -377,13 +403,16 @@ def _plan_without_image(service: Service, current: Container | None, memory: Mem
 
 
 def _plan_without_current(service: Service, previous: Container | None, target: Target,
-                          blocked: Failure | None) -> list[Step]:
+                          blocked: Failure | None, held: Hold | None = None) -> list[Step]:
     name = service.name
     if previous is not None:
         if blocked:
             return [Step(Action.RESTORE, name,
                          f"putting the previous container back: the new one failed ({blocked.error})",
                          container=previous)]
+        if held:  # its image is what runs until a person approves the new one
+            return [Step(Action.RESTORE, name, f"putting the previous container back: "
+                                               f"{held.reason()}", container=previous)]
         return [Step(Action.RECREATE, name,
                      "finishing an update that was interrupted", container=previous, target=target)]
     if blocked:
@@ -415,9 +444,10 @@ def _plan_probation(service: Service, current: Container, previous: Container, w
 
 
 def _plan_current(service: Service, current: Container, image: Image, target: Target,
-                  blocked: Failure | None, memory: Memory, now: float) -> list[Step]:
+                  blocked: Failure | None, memory: Memory, now: float,
+                  held: Hold | None = None) -> list[Step]:
     name = service.name
-    if current.config_hash != target.config_hash:
+    if current.config_hash != target.config_hash and held is None:
         if blocked:
             return [Step(Action.KEEP, name,
                          f"the new version failed on this node ({blocked.error}); "
@@ -425,13 +455,17 @@ def _plan_current(service: Service, current: Container, image: Image, target: Ta
                          container=current)]
         return [Step(Action.RECREATE, name, _drift_reason(current, image, service.image_ref),
                      container=current, target=target)]
+    # a held update: the container keeps its image, started again if it exits
+    waiting = [Step(Action.HOLD, name, held.reason(), container=current, target=target,
+                    hold=held)] if held else []
     if current.running:
-        return [Step(Action.KEEP, name, f"up to date ({current.status})", container=current)]
+        return waiting or [Step(Action.KEEP, name, f"up to date ({current.status})",
+                                container=current)]
     backoff = memory.restarts.get(current.id)
     if backoff is not None and now < backoff.next_at:
         return [Step(Action.WAIT, name, f"{current.describe_state()}; started again after a backoff",
-                     container=current)]
-    return [Step(Action.START, name, current.describe_state(), container=current)]
+                     container=current), *waiting]
+    return [Step(Action.START, name, current.describe_state(), container=current), *waiting]
 
 
 def _health_timeout(service: Service) -> float:

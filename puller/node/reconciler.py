@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Protocol
 
+from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, PullerError
 from ..faults import FaultLog
 from ..images.freshness import Freshness, Remote
@@ -23,6 +24,7 @@ from ..images.gcloud import GoogleLogins
 from ..images.hooks import Push
 from ..images.reference import Reference
 from ..images.tracking import Tracker
+from .approvals import approve, described, pending, settle
 from .container import Container, Image
 from .definitions import Scan, Service, definition_fields
 from .directory import DefinitionDir
@@ -30,7 +32,8 @@ from .docker import Docker
 from .executor import Executor, Outcome, remember
 from .history import History
 from .memoryfile import load_memory, save_memory
-from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
+from .planner import (Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls,
+                      release_digest)
 from .pruner import Pruner
 from .pulled import PulledImages
 from .pulls import PullJobs
@@ -79,9 +82,12 @@ class Reconciler:
         self.faults = FaultLog(log)
         self.passes = 0
         self.pull_jobs: PullJobs | None = None
+        self.known_images: dict[str, Image] = {}  # by id: images never change
+        self.unknown_images: set[str] = set()  # ids docker no longer has: not asked again
 
     def tick(self, now: float | None = None, pull_due: bool = False,
-             check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
+             check: Iterable[str] = (), pushes: Iterable[Push] = (),
+             approvals: Mapping[str, str] | None = None) -> PassReport:
         """Run one reconcile pass.
 
         ``pull_due`` asks the registry about every image; otherwise only images
@@ -89,7 +95,8 @@ class Reconciler:
         tags in ``pushes`` (a push's digest is never taken as is: the registry
         is asked). Pulls run within the pass,
         unless ``pull_in_background`` set a ``PullJobs``: then the pass starts
-        them and goes on without their images.
+        them and goes on without their images. ``approvals`` (service → image
+        id) are the waiting updates a person approved.
         """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
@@ -103,11 +110,14 @@ class Reconciler:
         scan = dataclasses.replace(scan, services={**scan.services, **services})
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         images, pulls, containers = self._read_facts(services, remotes)
+        kept_before = _kept(self.memory)
+        for name, image_id in (approvals or {}).items():
+            self.memory = approve(self.memory, name, image_id)
         the_plan = plan(services, containers, images, self.memory, now,
                         defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
                         remotes=self.freshness.remotes(),
                         container_name=self.config.container_name, pulling=self.pulling(),
-                        waiting=waiting)
+                        waiting=waiting, known=self._made_from(services, images, containers))
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -115,7 +125,8 @@ class Reconciler:
         if outcomes:  # what runs now, for status (an extra call only after a change)
             containers = self.docker.containers(self.config.node)
         memory = remember(self.memory, the_plan, pulls, outcomes, now)
-        if (memory.failures, memory.restarts) != (self.memory.failures, self.memory.restarts):
+        memory, announced = settle(memory, the_plan, services, images, containers)
+        if _kept(memory) != kept_before:
             save_memory(self.memory_path, memory)
         self.memory = memory
         self.history.observe(
@@ -127,7 +138,7 @@ class Reconciler:
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
                             tuple(containers), tuple(pulls), tuple(outcomes),
-                            self.docker.calls - calls_before, faults)
+                            self.docker.calls - calls_before, faults, announced)
         self.last_report = report
         return report
 
@@ -151,6 +162,29 @@ class Reconciler:
                               ref, push.digest, remote.digest or remote.error)
         self.freshness.forget(tags)
         return remotes
+
+    def _made_from(self, services: Mapping[str, Service], images: Mapping[str, Image | None],
+                   containers: Iterable[Container]) -> dict[str, Image]:
+        """The images containers were made from, by id, for the versions an update
+        policy names; a docker call only for one no pass has seen (after a restart)."""
+        containers = list(containers)
+        keep = {c.created_from for c in containers if c.created_from}
+        known = {image_id: self.known_images[image_id] for image_id in keep
+                 if image_id in self.known_images}
+        known.update((image.id, image) for image in images.values() if image)
+        gated = {name for name, service in services.items()
+                 if service.update != constants.UPDATE_POLICIES[0]}
+        missing = {c.created_from for c in containers
+                   if c.service in gated and c.created_from and c.created_from not in known
+                   and c.created_from not in self.unknown_images}
+        if missing:
+            try:
+                known.update(self.docker.images_by_id(missing))
+                self.unknown_images |= missing - set(known)
+            except PullerError as exc:
+                log.debug("cannot inspect the images containers were made from: %s", exc)
+        self.known_images = known
+        return known
 
     def _read_facts(self, services: Mapping[str, Service], remotes: Mapping[str, Remote]
                     ) -> tuple[dict[str, Image | None], list[Outcome], list[Container]]:
@@ -274,9 +308,12 @@ class Reconciler:
             error = (f"{service.digest or service.tag} failed: {failure.error}; running "
                      f"{_image_label(ref, image)} ({(digest or image.id)[7:19]})")
         tracking = {"track": service.track, "resolved": service.tag or None} if service.track else {}
+        held = pending(report.plan, service.name)
         return {
             **tracking,
             "image": ref,
+            "update_policy": service.update,
+            "update": described(held) if held else None,
             "state": container.status if container else "absent",
             "container": container.short_id if container else None,
             "image_id": container.image_id if container else None,
@@ -285,6 +322,11 @@ class Reconciler:
             "checked_at": remote.checked_at if remote else None,
             "error": error or (remote.error if remote else None),
         }
+
+
+def _kept(memory: Memory) -> tuple:
+    """What of the memory is kept on disk (pull errors are not)."""
+    return memory.failures, memory.restarts, memory.approved, memory.announced
 
 
 def _image_label(ref: str, image: Image) -> str:

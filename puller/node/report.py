@@ -23,6 +23,7 @@ class PassRequest:
 
     services: frozenset[str] = frozenset()  # ask the registry about their images now
     pushes: tuple[Push, ...] = ()  # tags pushed, from registry notifications
+    approvals: tuple[tuple[str, str], ...] = ()  # (service, image id) a person approved
     future: Future = field(default_factory=Future)
 
 
@@ -40,6 +41,7 @@ class PassReport:
     outcomes: tuple[Outcome, ...] = ()
     docker_calls: int = 0
     faults: dict[str, str] = field(default_factory=dict)
+    announced: tuple[str, ...] = ()  # services whose waiting new image is told of this pass
 
 
 def service_result(report: PassReport, name: str, ref: str) -> dict:

@@ -46,15 +46,18 @@ class Node:
 
     def web(self, service: str, repo: str, tag: str = "v1", port: int | None = None,
             extra: str = "", node: str = "", health_timeout: float | None = 0,
-            command: str = "httpd -f -p 80 -h /www") -> int:
+            command: str = "httpd -f -p 80 -h /www", update: str | None = None) -> int:
         """Write an httpd service publishing ``port`` (a free one by default).
-        ``health_timeout`` 0 (the tests' default) removes a predecessor at once."""
+        ``health_timeout`` 0 (the tests' default) removes a predecessor at once;
+        ``update`` is its update policy (auto when None)."""
         port = port or free_port()
         bash = (f"docker run -p 127.0.0.1:{port}:80 {extra} --init --label {self.cleanup.label} "
                 f"{repo} {command}")
         fields = {"bash": f"'{bash}'", "repo": repo, "tag": tag, "node": f"'{node}'"}
         if health_timeout is not None:
             fields["health_timeout"] = str(health_timeout)
+        if update is not None:
+            fields["update"] = update
         self.write(service, **fields)
         return port
 

@@ -164,7 +164,7 @@ def test_puller_s_temporary_names_are_no_service_names():
 
 
 def test_a_ps_row_of_a_candidate_says_so():
-    row = from_ps_row('"a"\t"web.next"\t"running"\t"Up 1 second"\t"web"\t"n"\t"h"\t""')
+    row = from_ps_row('"a"\t"web.next"\t"running"\t"Up 1 second"\t"web"\t"n"\t"h"\t""\t""')
     assert row.is_candidate and row.is_aside and not row.is_previous
 
 

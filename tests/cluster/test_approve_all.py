@@ -1,0 +1,55 @@
+"""`puller approve NAME --all` on two daemons joined on loopback: each node
+deploys the new image that waits there, one answer per node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from puller import constants
+
+from .conftest import definition, wait_converged
+from .test_loopback import PLAY, _cluster
+from ..testenv import build_image, image_id, inspect, wait_until
+
+
+def test_approve_all_deploys_the_waiting_image_on_every_node(daemons, registry, cleanup,
+                                                              tmp_path):
+    repo = f"{registry.host}/approve-{cleanup.run_id}"
+    # pushed through another name of the registry, so the nodes' local tag moves only by a pull
+    publisher = repo.replace("127.0.0.1", "localhost")
+    build_image(f"{publisher}:live", "one", labels={constants.OCI_VERSION_LABEL: "1.0.0"})
+    state = str(tmp_path / "state")
+    first = daemons("ap-1", *PLAY, state=state)
+    second = daemons("ap-2", *PLAY, f"-join=127.0.0.1:{first.port}", state=state)
+    nodes = [first, second]
+    text = definition("gated", repo, tag="live", label=cleanup.label) + "update: manual\n"
+    first.write("gated", text)
+    wait_converged(nodes, "gated", text)
+
+    def image_of(daemon) -> str | None:
+        return (inspect(f"{daemon.node}-gated") or {}).get("Image")
+
+    wait_until(lambda: all(image_of(d) for d in nodes), timeout=30, what="both to deploy")
+    old = image_of(first)
+    build_image(f"{publisher}:live", "two", labels={constants.OCI_VERSION_LABEL: "2.0.0"})
+
+    def waiting() -> bool:
+        services = [node.get("services", {}).get("gated") or {}
+                    for node in _cluster(first)["nodes"]]
+        return len(services) == 2 and all((s.get("update") or {}).get("available") == "2.0.0"
+                                          for s in services)
+
+    wait_until(waiting, timeout=30, what="both nodes to show the update waiting")
+    assert image_of(first) == old and image_of(second) == old
+
+    result = subprocess.run([sys.executable, "-m", "puller", f"-port={first.port}",
+                             f"-state-dir={first.state_dir}", "approve", "gated", "--all",
+                             "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answers = {a["node"]: a for a in json.loads(result.stdout)["nodes"]}
+    assert set(answers) == {first.node, second.node}
+    assert all(a["approved"] and a["changed"] for a in answers.values()), answers
+    new = image_id(f"{repo}:live")
+    assert new != old and image_of(first) == new and image_of(second) == new
