@@ -29,6 +29,7 @@ SERVICE_NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z"
 LABEL_IMAGE = "io.puller.image"  # the image id the container was created from
 
 DEPLOY_WORKERS = 4  # container changes of distinct services run concurrently
+DEPLOY_CLOSE_WAIT = 60.0  # seconds a stopping daemon waits for the deploys in flight
 DOCKER_TIMEOUT = 120.0  # seconds for a docker CLI call other than a pull
 PULL_TIMEOUT = 1800.0
 STOP_TIMEOUT = None  # seconds for docker stop; None = the container's own setting

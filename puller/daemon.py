@@ -308,6 +308,7 @@ class Daemon(Reconciler):
         self.start_cluster()
         self.start_watching()
         self.pull_in_background(self.wake)
+        self.deploy_in_background(self.wake)
         log.info("puller on node %s: watching %s, a pass every %g s, pulling every %d pass(es)",
                  self.config.node, self.config.directory, self.config.interval,
                  self.config.pull_every)
@@ -347,12 +348,15 @@ class Daemon(Reconciler):
 
     def _answer_or_wait(self, requests: list[PassRequest], report: PassReport) -> None:
         """A trigger is answered once its services' images are no longer being
-        pulled in the background; until then it waits for a later pass."""
+        pulled and their deploys no longer run in the background (the report
+        of the pass that took their outcomes); until then it waits for a later
+        pass, keeping what the passes it waited through did."""
         pulling = self.pulling()
         for request in requests:
             refs = {report.scan.services[name].image_ref for name in request.services
                     if name in report.scan.services}
-            if refs & pulling:
+            if refs & pulling or request.services & report.deploying:
+                request.carry(report)
                 self._waiting.append(request)
             else:
                 self._answer([request], report=report)
@@ -364,7 +368,8 @@ class Daemon(Reconciler):
             if error is not None:
                 request.future.set_exception(error)
             else:
-                request.future.set_result(report)
+                assert report is not None
+                request.future.set_result(request.answer(report))
 
     def close(self) -> None:
         self.stop()
@@ -376,6 +381,7 @@ class Daemon(Reconciler):
             cluster.close()
         if self.pull_jobs is not None:
             self.pull_jobs.close()
+        self.finish_deploys()
         self.notifier.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Mapping, Protocol
 
+from .. import constants
 from ..errors import DefinitionError, ImageReferenceError, PullerError
 from ..faults import FaultLog
 from ..images.freshness import Freshness, Remote
@@ -23,10 +24,12 @@ from ..images.hooks import Push
 from ..images.reference import Reference
 from .container import Container, Image
 from .definitions import Scan, Service, definition_fields
+from .deploys import DeployJobs
 from .directory import DefinitionDir
 from .docker import Docker
 from .executor import Executor, Outcome, remember
 from .history import History
+from .inflight import InFlight, job_steps, leave_alone
 from .memoryfile import load_memory, save_memory
 from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
 from .pulls import PullJobs
@@ -69,6 +72,7 @@ class Reconciler:
         self.faults = FaultLog(log)
         self.passes = 0
         self.pull_jobs: PullJobs | None = None
+        self.deploy_jobs: DeployJobs | None = None
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
@@ -79,7 +83,10 @@ class Reconciler:
         tags in ``pushes`` (a push's digest is never taken as is: the registry
         is asked). Pulls run within the pass,
         unless ``pull_in_background`` set a ``PullJobs``: then the pass starts
-        them and goes on without their images.
+        them and goes on without their images. Container steps too, unless
+        ``deploy_in_background`` set ``DeployJobs``: then the pass starts one
+        job per service it changes, leaves services with a job in flight alone,
+        and reports (and remembers) the outcomes of the jobs that ended.
         """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
@@ -88,16 +95,20 @@ class Reconciler:
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
         remotes = self._check_registries(services, now, pull_due, check, pushes)
+        # before the containers are read: what a job that ended did is in them
+        finished, deploying = self.deploy_jobs.take() if self.deploy_jobs else ([], {})
         images, pulls, containers = self._read_facts(services, remotes)
-        the_plan = plan(services, containers, images, self.memory, now,
-                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
-                        remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name, pulling=self.pulling())
+        the_plan = leave_alone(
+            plan(services, containers, images, self.memory, now,
+                 defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
+                 remotes=self.freshness.remotes(),
+                 container_name=self.config.container_name, pulling=self.pulling()),
+            deploying, now)
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
-        outcomes = self.executor.execute(the_plan)
-        if outcomes:  # what runs now, for status (an extra call only after a change)
+        outcomes = self._execute(the_plan, finished, deploying, now)
+        if outcomes and self.deploy_jobs is None:  # what runs now, for status
             containers = self.docker.containers(self.config.node)
         memory = remember(self.memory, the_plan, pulls, outcomes, now)
         if (memory.failures, memory.restarts) != (self.memory.failures, self.memory.restarts):
@@ -110,9 +121,19 @@ class Reconciler:
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
                             tuple(containers), tuple(pulls), tuple(outcomes),
-                            self.docker.calls - calls_before, faults)
+                            self.docker.calls - calls_before, faults, frozenset(deploying))
         self.last_report = report
         return report
+
+    def _execute(self, the_plan: Plan, finished: list[Outcome],
+                 deploying: dict[str, InFlight], now: float) -> list[Outcome]:
+        """Run the plan's changes now, their outcomes; or, with ``deploy_jobs``,
+        start them as jobs (added to ``deploying``) and return ``finished``,
+        the outcomes of the jobs that ended before this pass."""
+        if self.deploy_jobs is None:
+            return self.executor.execute(the_plan)
+        deploying.update(self.deploy_jobs.start(job_steps(the_plan), now))
+        return finished
 
     def _check_registries(self, services: Mapping[str, Service], now: float, pull_due: bool,
                           check: Iterable[str], pushes: Iterable[Push]) -> dict[str, Remote]:
@@ -162,6 +183,24 @@ class Reconciler:
         """From now on pulls run as background jobs; ``on_done`` when one ends."""
         if self.pull_jobs is None:
             self.pull_jobs = PullJobs(self.executor, on_done)
+
+    def deploy_in_background(self, on_done: Callable[[], None]) -> None:
+        """From now on container steps run as background jobs, one per service;
+        ``on_done`` when one ends."""
+        if self.deploy_jobs is None:
+            self.deploy_jobs = DeployJobs(self.executor, on_done)
+
+    def finish_deploys(self, timeout: float = constants.DEPLOY_CLOSE_WAIT) -> None:
+        """Stop taking deploy jobs; wait (bounded) for those in flight and keep
+        what they did in the memory (a failure stays failed after a restart)."""
+        if self.deploy_jobs is None:
+            return
+        self.deploy_jobs.close(timeout)
+        finished, _ = self.deploy_jobs.take()
+        if finished:
+            last = self.last_report.plan if self.last_report else Plan()
+            self.memory = remember(self.memory, last, [], finished, time.time())
+            save_memory(self.memory_path, self.memory)
 
     def pulling(self) -> frozenset[str]:
         """The images being pulled in the background now."""
