@@ -238,7 +238,13 @@ def test_an_idle_daemon_does_not_wake_itself(live_node, images):
     for i in range(3):
         node.web(f"web-q{i}", images.repo)
     node.daemon.wake()
-    wait_until(lambda: node.daemon.passes >= 2, timeout=20, what="the edits' passes")
+
+    def settled() -> bool:  # the deploys (background jobs) ended and were taken
+        report = node.daemon.last_report
+        return (node.daemon.passes >= 2 and report is not None and not report.deploying
+                and report.plan.changes == ())
+
+    wait_until(settled, timeout=20, what="the edits' passes")
     time.sleep(0.5)
     passes = node.daemon.passes
     time.sleep(2.0)
