@@ -42,6 +42,7 @@ from .images.hooks import Push
 from .node.definitions import Scan, is_definition_file
 from .node.docker import Docker
 from .node.reconciler import Reconciler
+from .node.wakeup import Wakeup
 from .node.report import PassReport, PassRequest, service_result
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class Daemon(Reconciler):
         self.outage = Outage(log, "passes work again")
         self._waiting: list[PassRequest] = []  # triggers waiting for their pulls
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self._wake = Wakeup()  # a signal on any thread ends its wait too
         self._stop = threading.Event()
         self._observer: Observer | None = None
         self._api = None
@@ -336,8 +337,7 @@ class Daemon(Reconciler):
             else:
                 self.outage.ok(time.time())
                 self._answer_or_wait(requests, report)
-            deadline = self._next_deadline(started)
-            woken = self._wake.wait(timeout=max(0.0, deadline - time.time()))
+            woken = self._sleep_until(self._next_deadline(started))
             if self._stop.is_set():
                 break
             if woken:
@@ -345,6 +345,23 @@ class Daemon(Reconciler):
                 time.sleep(constants.WATCH_DEBOUNCE)
                 self._wake.clear()
         log.info("puller stopped; containers keep running")
+
+    def _sleep_until(self, deadline: float) -> bool:
+        """Wait for a wake-up, a stop or the deadline; True when woken. A
+        signal ends a wait early: its handler (on this, the main thread) runs
+        before ``_stop`` is looked at."""
+        while not self._stop.is_set():
+            left = deadline - time.time()
+            if left <= 0:
+                return False
+            if self._wake.wait(timeout=left):
+                return True
+        return False
+
+    def wakeup_fd(self) -> int:
+        """For ``signal.set_wakeup_fd``: a signal landing on any thread ends the
+        loop's wait at once, so its handler runs on the main thread now."""
+        return self._wake.signal_fd()
 
     def _answer_or_wait(self, requests: list[PassRequest], report: PassReport) -> None:
         """A trigger is answered once its services' images are no longer being
@@ -392,6 +409,7 @@ class Daemon(Reconciler):
         if observer is not None:
             observer.stop()
             observer.join(timeout=5)
+        self._wake.close()
 
     def __enter__(self) -> "Daemon":
         return self

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from ..cluster.conftest import free_port_pair
 from ..testenv import fetch, free_port, inspect, wait_until
 
 
@@ -25,7 +26,7 @@ def daemon_process(tmp_path, cleanup):
         log = open(log_path, "a")
         process = subprocess.Popen(
             [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}",
-             f"-port={free_port() - 1}", f"-state-dir={tmp_path / 'state'}", *extra],
+             f"-port={free_port_pair()}", f"-state-dir={tmp_path / 'state'}", *extra],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         processes.append(process)
@@ -83,3 +84,27 @@ def test_a_restarted_daemon_process_keeps_the_same_containers(daemon_process, im
     assert inspect("web-q")["Id"] == ident
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=15) == 0
+
+
+def test_the_daemon_stops_within_a_second_whatever_thread_gets_the_signal(daemon_process):
+    """A signal sent to the process may be delivered to any of its threads;
+    the loop waiting out a long -interval must notice it at once."""
+    rounds = [(signal.SIGTERM, "a worker"), (signal.SIGINT, "a worker"),
+              (signal.SIGTERM, "main"), (signal.SIGTERM, "a worker")]
+    took = []
+    for count, (signum, thread) in enumerate(rounds, start=1):
+        process = daemon_process("-interval=600", "-zeroconf=false")
+        wait_until(lambda: daemon_process.log().count("watching") == count, timeout=20,
+                   what="the daemon to start")
+        time.sleep(0.5)  # the loop waits for its next pass
+        tasks = sorted(int(task) for task in os.listdir(f"/proc/{process.pid}/task"))
+        others = [task for task in tasks if task != process.pid]
+        target = process.pid if thread == "main" else others[-1]
+        sent = time.monotonic()
+        os.kill(target, signum)  # kill(2) of a thread id: delivered to that thread
+        try:
+            assert process.wait(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{signum.name} to {thread} thread: still running after 10 s")
+        took.append(time.monotonic() - sent)
+    assert max(took) < 2.0, took
