@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
 from ..cluster.conftest import free_port_pair
 from ..testenv import fetch, free_port, inspect, wait_until
+from .test_slow_stop import env_of, write_stubborn
 
 
 @pytest.fixture
@@ -108,3 +110,21 @@ def test_the_daemon_stops_within_a_second_whatever_thread_gets_the_signal(daemon
             pytest.fail(f"{signum.name} to {thread} thread: still running after 10 s")
         took.append(time.monotonic() - sent)
     assert max(took) < 2.0, took
+
+
+def test_a_stop_during_a_slow_recreate_lets_it_end(daemon_process, images, cleanup):
+    """SIGTERM while a recreate waits out its old container's grace period:
+    the daemon waits for the deploy (bounded), so the service is not left with
+    its old container stopped as .prev and no new one."""
+    name = f"stubborn-{uuid.uuid4().hex[:6]}"
+    write_stubborn(daemon_process.directory, name, images.repo, "1", cleanup.label)
+    process = daemon_process("-interval=600", "-zeroconf=false")
+    wait_until(lambda: "V=1" in env_of(name), timeout=30, what="the service deployed")
+    write_stubborn(daemon_process.directory, name, images.repo, "2", cleanup.label)
+    wait_until(lambda: inspect(f"{name}.prev") is not None, timeout=10,
+               what="the recreate to begin")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    assert "waiting up to" in daemon_process.log()
+    assert "V=2" in env_of(name)
+    assert inspect(f"{name}.prev") is None

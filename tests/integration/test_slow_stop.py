@@ -8,6 +8,7 @@ every recreate of A. Meanwhile an edit of service B must be deployed at once.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -17,11 +18,15 @@ from ..testenv import fetch, inspect, wait_until
 IGNORES_TERM = "trap \"\" TERM; while true; do sleep 1; done"
 
 
-def write_stubborn(node, name: str, repo: str, version: str) -> None:
-    """A service whose PID 1 ignores SIGTERM (the stop takes 10 s)."""
-    bash = (f"docker run -e V={version} --label {node.cleanup.label} {repo}:v1 "
-            f"sh -c '{IGNORES_TERM}'")
-    node.write(name, bash=json.dumps(bash), repo=repo, tag="v1", health_timeout="0")
+def write_stubborn(directory, name: str, repo: str, version: str, label: str) -> None:
+    """A service whose PID 1 ignores SIGTERM (its stop takes 10 s); ``version``
+    is in its environment. Its predecessor goes as soon as it runs."""
+    bash = f"docker run -e V={version} --label {label} {repo}:v1 sh -c '{IGNORES_TERM}'"
+    path = os.path.join(directory, f"{name}.yml")
+    with open(path + ".tmp", "w") as handle:
+        handle.write(f"name: {name}\nbash: {json.dumps(bash)}\nrepo: {repo}\ntag: v1\n"
+                     "health_timeout: 0\n")
+    os.replace(path + ".tmp", path)
 
 
 def env_of(name: str) -> list[str]:
@@ -33,13 +38,13 @@ def test_a_slow_stop_does_not_hold_up_another_service(live_node, images):
     run = uuid.uuid4().hex[:6]
     slow, fast = f"stubborn-{run}", f"quick-{run}"
     node = live_node()
-    write_stubborn(node, slow, images.repo, "1")
+    write_stubborn(node.directory, slow, images.repo, "1", node.cleanup.label)
     port = node.web(fast, images.repo, tag="v1")
     wait_until(lambda: "V=1" in env_of(slow) and fetch(port) == "v1", timeout=30,
                what="both services deployed")
     old_id = inspect(slow)["Id"]
 
-    write_stubborn(node, slow, images.repo, "2")  # a recreate: the stop takes 10 s
+    write_stubborn(node.directory, slow, images.repo, "2", node.cleanup.label)  # a recreate: the stop takes 10 s
     wait_until(lambda: inspect(f"{slow}.prev") is not None, timeout=10,
                what="the recreate of the slow service to begin")
     time.sleep(1)
@@ -61,10 +66,10 @@ def test_a_pull_request_answers_once_its_deploy_ended(live_node, images):
     run = uuid.uuid4().hex[:6]
     slow = f"stubborn-{run}"
     node = live_node()
-    write_stubborn(node, slow, images.repo, "1")
+    write_stubborn(node.directory, slow, images.repo, "1", node.cleanup.label)
     wait_until(lambda: "V=1" in env_of(slow), timeout=30, what="the service deployed")
     answers: list = []
-    write_stubborn(node, slow, images.repo, "2")
+    write_stubborn(node.directory, slow, images.repo, "2", node.cleanup.label)
     wait_until(lambda: inspect(f"{slow}.prev") is not None, timeout=10,
                what="the recreate to begin")
     asked = threading.Thread(target=lambda: answers.append(
