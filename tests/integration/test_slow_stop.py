@@ -18,10 +18,12 @@ from ..testenv import fetch, inspect, wait_until
 IGNORES_TERM = "trap \"\" TERM; while true; do sleep 1; done"
 
 
-def write_stubborn(directory, name: str, repo: str, version: str, label: str) -> None:
+def write_stubborn(directory, name: str, repo: str, version: str, label: str,
+                   extra: str = "") -> None:
     """A service whose PID 1 ignores SIGTERM (its stop takes 10 s); ``version``
     is in its environment. Its predecessor goes as soon as it runs."""
-    bash = f"docker run -e V={version} --label {label} {repo}:v1 sh -c '{IGNORES_TERM}'"
+    bash = (f"docker run -e V={version} {extra} --label {label} {repo}:v1 "
+            f"sh -c '{IGNORES_TERM}'")
     path = os.path.join(directory, f"{name}.yml")
     with open(path + ".tmp", "w") as handle:
         handle.write(f"name: {name}\nbash: {json.dumps(bash)}\nrepo: {repo}\ntag: v1\n"
@@ -84,3 +86,18 @@ def test_a_pull_request_answers_once_its_deploy_ended(live_node, images):
     assert "V=2" in env_of(slow), "answered before the deploy ended"
     assert body["changed"] is True and body["errors"] == []
     assert [step["action"] for step in body["steps"]][:1] == ["recreate"], body["steps"]
+
+
+def test_stop_timeout_in_the_run_line_shortens_the_stop(node, images):
+    name = f"stubborn-{uuid.uuid4().hex[:6]}"
+    write_stubborn(node.directory, name, images.repo, "1", node.cleanup.label,
+                   extra="--stop-timeout 1")
+    node.tick()
+    assert "V=1" in env_of(name)
+    write_stubborn(node.directory, name, images.repo, "2", node.cleanup.label,
+                   extra="--stop-timeout 1")
+    started = time.monotonic()
+    node.tick()  # in the pass: tick() alone runs container steps synchronously
+    took = time.monotonic() - started
+    assert "V=2" in env_of(name) and inspect(f"{name}.prev") is None
+    assert took < 6, f"the recreate took {took:.1f} s: the 10 s default grace period?"
