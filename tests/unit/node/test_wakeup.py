@@ -11,7 +11,13 @@ from puller.node.wakeup import Wakeup
 
 
 def test_set_from_another_thread_ends_the_wait_and_clear_rearms_it():
+    check_set_and_clear(Wakeup())  # an event alone: no descriptor asked for
     wakeup = Wakeup()
+    wakeup.signal_fd()
+    check_set_and_clear(wakeup)
+
+
+def check_set_and_clear(wakeup: Wakeup) -> None:
     try:
         threading.Timer(0.1, wakeup.set).start()
         started = time.monotonic()
