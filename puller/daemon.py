@@ -42,8 +42,8 @@ from .images.hooks import Push
 from .node.definitions import Scan, is_definition_file
 from .node.docker import Docker
 from .node.reconciler import Reconciler
-from .node.wakeup import Wakeup
 from .node.report import PassReport, PassRequest, service_result
+from .node.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Daemon(Reconciler):
                  freshness: Freshness | None = None):
         super().__init__(config, docker, freshness)
         self.outage = Outage(log, "passes work again")
-        self._waiting: list[PassRequest] = []  # triggers waiting for their pulls
+        self._waiting: list[PassRequest] = []  # triggers waiting for their pulls, deploys
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
         self._wake = Wakeup()  # a signal on any thread ends its wait too
         self._stop = threading.Event()

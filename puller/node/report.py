@@ -7,7 +7,6 @@ read them.
 from __future__ import annotations
 
 import dataclasses
-
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
