@@ -239,10 +239,11 @@ def test_an_idle_daemon_does_not_wake_itself(live_node, images):
         node.web(f"web-q{i}", images.repo)
     node.daemon.wake()
 
-    def settled() -> bool:  # the deploys (background jobs) ended and were taken
+    def settled() -> bool:  # deployed, and the background jobs' ends were taken
         report = node.daemon.last_report
-        return (node.daemon.passes >= 2 and report is not None and not report.deploying
-                and report.plan.changes == ())
+        return (report is not None and not report.deploying and report.plan.changes == ()
+                and {c.name for c in report.containers if c.running} >= {
+                    f"web-q{i}" for i in range(3)})
 
     wait_until(settled, timeout=20, what="the edits' passes")
     time.sleep(0.5)
