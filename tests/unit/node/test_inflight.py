@@ -85,9 +85,11 @@ class HeldExecutor:
 
     def __init__(self):
         self.go = threading.Event()
+        self.running = threading.Event()
         self.ran: list[str] = []
 
     def run_steps(self, steps):
+        self.running.set()
         self.go.wait(timeout=10)
         self.ran.append(steps[0].service)
         return [Outcome(step) for step in steps if step.action.changes_something]
@@ -115,6 +117,7 @@ def test_close_drops_queued_jobs_and_waits_for_running_ones_with_a_bound():
     executor = HeldExecutor()
     jobs = DeployJobs(executor, lambda: None, workers=1)
     jobs.start([[Step(Action.CREATE, "a", "new")], [Step(Action.CREATE, "b", "new")]], now=0)
+    assert executor.running.wait(timeout=5)
     assert jobs.close(timeout=0.2) == ["a"]  # still running after the bound; b never started
     executor.go.set()
     assert jobs.close(timeout=5) == []  # idempotent: waits again
