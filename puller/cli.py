@@ -321,6 +321,8 @@ def run_daemon(config: "Config") -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # the signal may land on any thread: it must end the loop's wait at once
+    signal.set_wakeup_fd(daemon_.wakeup_fd(), warn_on_full_buffer=False)
     try:
         daemon_.run()
     except PullerError as exc:
@@ -328,6 +330,7 @@ def run_daemon(config: "Config") -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot run: {exc}") from None
     finally:
+        signal.set_wakeup_fd(-1)
         daemon_.close()
 
 

@@ -34,6 +34,7 @@ OCI_VERSION_LABEL = "org.opencontainers.image.version"  # an image's own version
 UPDATE_POLICIES = ("auto", "notify", "manual")  # a definition's update: field; the first is the default
 
 DEPLOY_WORKERS = 4  # container changes of distinct services run concurrently
+DEPLOY_CLOSE_WAIT = 60.0  # seconds a stopping daemon waits for the deploys in flight
 DOCKER_TIMEOUT = 120.0  # seconds for a docker CLI call other than a pull
 PULL_TIMEOUT = 1800.0
 STOP_TIMEOUT = None  # seconds for docker stop; None = the container's own setting

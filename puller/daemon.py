@@ -44,6 +44,7 @@ from .node.definitions import Scan, is_definition_file
 from .node.docker import Docker
 from .node.reconciler import Reconciler
 from .node.report import PassReport, PassRequest, service_result
+from .node.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,9 @@ class Daemon(Reconciler):
                  freshness: Freshness | None = None):
         super().__init__(config, docker, freshness)
         self.outage = Outage(log, "passes work again")
-        self._waiting: list[PassRequest] = []  # triggers waiting for their pulls
+        self._waiting: list[PassRequest] = []  # triggers waiting for their pulls, deploys
         self._requests: queue.SimpleQueue[PassRequest] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self._wake = Wakeup()  # a signal on any thread ends its wait too
         self._stop = threading.Event()
         self._observer: Observer | None = None
         self._api = None
@@ -334,6 +335,7 @@ class Daemon(Reconciler):
         self.start_watching()
         self.pull_in_background(self.wake)
         self.pruner.in_background()
+        self.deploy_in_background(self.wake)
         log.info("puller on node %s: watching %s, a pass every %g s, pulling every %d pass(es)",
                  self.config.node, self.config.directory, self.config.interval,
                  self.config.pull_every)
@@ -363,8 +365,7 @@ class Daemon(Reconciler):
             else:
                 self.outage.ok(time.time())
                 self._answer_or_wait(requests, report)
-            deadline = self._next_deadline(started)
-            woken = self._wake.wait(timeout=max(0.0, deadline - time.time()))
+            woken = self._sleep_until(self._next_deadline(started))
             if self._stop.is_set():
                 break
             if woken:
@@ -373,14 +374,34 @@ class Daemon(Reconciler):
                 self._wake.clear()
         log.info("puller stopped; containers keep running")
 
+    def _sleep_until(self, deadline: float) -> bool:
+        """Wait for a wake-up, a stop or the deadline; True when woken. A
+        signal ends a wait early: its handler (on this, the main thread) runs
+        before ``_stop`` is looked at."""
+        while not self._stop.is_set():
+            left = deadline - time.time()
+            if left <= 0:
+                return False
+            if self._wake.wait(timeout=left):
+                return True
+        return False
+
+    def wakeup_fd(self) -> int:
+        """For ``signal.set_wakeup_fd``: a signal landing on any thread ends the
+        loop's wait at once, so its handler runs on the main thread now."""
+        return self._wake.signal_fd()
+
     def _answer_or_wait(self, requests: list[PassRequest], report: PassReport) -> None:
         """A trigger is answered once its services' images are no longer being
-        pulled in the background; until then it waits for a later pass."""
+        pulled and their deploys no longer run in the background (the report
+        of the pass that took their outcomes); until then it waits for a later
+        pass, keeping what the passes it waited through did."""
         pulling = self.pulling()
         for request in requests:
             refs = {report.scan.services[name].image_ref for name in request.services
                     if name in report.scan.services}
-            if refs & pulling:
+            if refs & pulling or request.services & report.deploying:
+                request.carry(report)
                 self._waiting.append(request)
             else:
                 self._answer([request], report=report)
@@ -392,7 +413,8 @@ class Daemon(Reconciler):
             if error is not None:
                 request.future.set_exception(error)
             else:
-                request.future.set_result(report)
+                assert report is not None
+                request.future.set_result(request.answer(report))
 
     def close(self) -> None:
         self.stop()
@@ -404,6 +426,7 @@ class Daemon(Reconciler):
             cluster.close()
         if self.pull_jobs is not None:
             self.pull_jobs.close()
+        self.finish_deploys()
         self.pruner.close()
         self.notifier.close()
         if self.metrics is not None:
@@ -415,6 +438,7 @@ class Daemon(Reconciler):
         if observer is not None:
             observer.stop()
             observer.join(timeout=5)
+        self._wake.close()
 
     def __enter__(self) -> "Daemon":
         return self

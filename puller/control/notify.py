@@ -101,7 +101,8 @@ class EventWatch:
         events += self._new_images(report)
         told = {event.service for event in events}
         for name, version in running_versions(report).items():
-            if name not in told:
+            # a deploy in flight: its outcome, on a later pass, tells what changed
+            if name not in told and name not in report.deploying:
                 self.ran[name] = version
         self.faults = dict(report.faults)
         return events

@@ -151,14 +151,14 @@ class Executor:
         if not groups:
             return []
         if len(groups) == 1 or self.workers <= 1:
-            return [outcome for steps in groups for outcome in self._run_steps(steps)]
+            return [outcome for steps in groups for outcome in self.run_steps(steps)]
         with ThreadPoolExecutor(max_workers=min(self.workers, len(groups)),
                                 thread_name_prefix="puller-deploy") as pool:
-            results = list(pool.map(self._run_steps, groups))
+            results = list(pool.map(self.run_steps, groups))
         return [outcome for outcomes in results for outcome in outcomes]
 
-    def _run_steps(self, steps: Iterable[Step]) -> list[Outcome]:
-        """One service's steps, in order."""
+    def run_steps(self, steps: Iterable[Step]) -> list[Outcome]:
+        """One service's steps, in order (a background deploy job runs this)."""
         outcomes = []
         for step in steps:
             if not step.action.changes_something:

@@ -27,10 +27,12 @@ from ..images.tracking import Tracker
 from .approvals import approve, described, pending, settle
 from .container import Container, Image
 from .definitions import Scan, Service, definition_fields
+from .deploys import DeployJobs
 from .directory import DefinitionDir
 from .docker import Docker
 from .executor import Executor, Outcome, remember
 from .history import History
+from .inflight import InFlight, job_steps, leave_alone
 from .memoryfile import load_memory, save_memory
 from .planner import (Action, Memory, Plan, config_hash, local_digests, plan, plan_pulls,
                       release_digest)
@@ -84,6 +86,7 @@ class Reconciler:
         self.pull_jobs: PullJobs | None = None
         self.known_images: dict[str, Image] = {}  # by id: images never change
         self.unknown_images: set[str] = set()  # ids docker no longer has: not asked again
+        self.deploy_jobs: DeployJobs | None = None
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = (),
@@ -95,8 +98,12 @@ class Reconciler:
         tags in ``pushes`` (a push's digest is never taken as is: the registry
         is asked). Pulls run within the pass,
         unless ``pull_in_background`` set a ``PullJobs``: then the pass starts
-        them and goes on without their images. ``approvals`` (service → image
-        id) are the waiting updates a person approved.
+        them and goes on without their images. Container steps too, unless
+        ``deploy_in_background`` set ``DeployJobs``: then the pass starts one
+        job per service it changes, leaves services with a job in flight alone,
+        and reports (and remembers) the outcomes of the jobs that ended.
+        ``approvals`` (service → image id) are the waiting updates a person
+        approved.
         """
         now = time.time() if now is None else now
         calls_before = self.docker.calls
@@ -109,26 +116,24 @@ class Reconciler:
                                              prune=scan.complete)
         scan = dataclasses.replace(scan, services={**scan.services, **services})
         remotes = self._check_registries(services, now, pull_due, check, pushes)
+        # before the containers are read: what a job that ended did is in them
+        finished, deploying = self.deploy_jobs.take() if self.deploy_jobs else ([], {})
         images, pulls, containers = self._read_facts(services, remotes)
         kept_before = _kept(self.memory)
         for name, image_id in (approvals or {}).items():
             self.memory = approve(self.memory, name, image_id)
-        the_plan = plan(services, containers, images, self.memory, now,
-                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
-                        remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name, pulling=self.pulling(),
-                        waiting=waiting, known=self._made_from(services, images, containers))
-        for step in the_plan.steps:
-            if not step.action.changes_something:
-                log.debug("%s", step)
-        outcomes = self.executor.execute(the_plan)
-        if outcomes:  # what runs now, for status (an extra call only after a change)
+        the_plan = leave_alone(
+            plan(services, containers, images, self.memory, now,
+                 defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
+                 remotes=self.freshness.remotes(),
+                 container_name=self.config.container_name, pulling=self.pulling(),
+                 waiting=waiting, known=self._made_from(services, images, containers)),
+            deploying, now)
+        outcomes = self._execute(the_plan, finished, deploying, now)
+        if outcomes and self.deploy_jobs is None:  # what runs now, for status
             containers = self.docker.containers(self.config.node)
-        memory = remember(self.memory, the_plan, pulls, outcomes, now)
-        memory, announced = settle(memory, the_plan, services, images, containers)
-        if _kept(memory) != kept_before:
-            save_memory(self.memory_path, memory)
-        self.memory = memory
+        announced = self._remember(the_plan, pulls, outcomes, services, images, containers,
+                                   kept_before, now)
         self.history.observe(
             {name: definition_fields(service) for name, service in services.items()},
             self._deployed(services, images, containers), now)
@@ -138,9 +143,36 @@ class Reconciler:
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
                             tuple(containers), tuple(pulls), tuple(outcomes),
-                            self.docker.calls - calls_before, faults, announced)
+                            self.docker.calls - calls_before, faults, announced,
+                            frozenset(deploying))
         self.last_report = report
         return report
+
+    def _remember(self, the_plan: Plan, pulls: list[Outcome], outcomes: list[Outcome],
+                  services: Mapping[str, Service], images: Mapping[str, Image | None],
+                  containers: list[Container], kept_before: tuple, now: float
+                  ) -> tuple[str, ...]:
+        """Fold the pass into the memory (saved when what it keeps changed); the
+        services whose waiting new image is told of now."""
+        memory = remember(self.memory, the_plan, pulls, outcomes, now)
+        memory, announced = settle(memory, the_plan, services, images, containers)
+        if _kept(memory) != kept_before:
+            save_memory(self.memory_path, memory)
+        self.memory = memory
+        return announced
+
+    def _execute(self, the_plan: Plan, finished: list[Outcome],
+                 deploying: dict[str, InFlight], now: float) -> list[Outcome]:
+        """Run the plan's changes now, their outcomes; or, with ``deploy_jobs``,
+        start them as jobs (added to ``deploying``) and return ``finished``,
+        the outcomes of the jobs that ended before this pass."""
+        for step in the_plan.steps:
+            if not step.action.changes_something:
+                log.debug("%s", step)
+        if self.deploy_jobs is None:
+            return self.executor.execute(the_plan)
+        deploying.update(self.deploy_jobs.start(job_steps(the_plan), now))
+        return finished
 
     def _check_registries(self, services: Mapping[str, Service], now: float, pull_due: bool,
                           check: Iterable[str], pushes: Iterable[Push]) -> dict[str, Remote]:
@@ -213,6 +245,24 @@ class Reconciler:
         """From now on pulls run as background jobs; ``on_done`` when one ends."""
         if self.pull_jobs is None:
             self.pull_jobs = PullJobs(self.executor, on_done)
+
+    def deploy_in_background(self, on_done: Callable[[], None]) -> None:
+        """From now on container steps run as background jobs, one per service;
+        ``on_done`` when one ends."""
+        if self.deploy_jobs is None:
+            self.deploy_jobs = DeployJobs(self.executor, on_done)
+
+    def finish_deploys(self, timeout: float = constants.DEPLOY_CLOSE_WAIT) -> None:
+        """Stop taking deploy jobs; wait (bounded) for those in flight and keep
+        what they did in the memory (a failure stays failed after a restart)."""
+        if self.deploy_jobs is None:
+            return
+        self.deploy_jobs.close(timeout)
+        finished, _ = self.deploy_jobs.take()
+        if finished:
+            last = self.last_report.plan if self.last_report else Plan()
+            self.memory = remember(self.memory, last, [], finished, time.time())
+            save_memory(self.memory_path, self.memory)
 
     def pulling(self) -> frozenset[str]:
         """The images being pulled in the background now."""

@@ -6,6 +6,7 @@ read them.
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -25,6 +26,22 @@ class PassRequest:
     pushes: tuple[Push, ...] = ()  # tags pushed, from registry notifications
     approvals: tuple[tuple[str, str], ...] = ()  # (service, image id) a person approved
     future: Future = field(default_factory=Future)
+    # what the passes it waited through did (background pulls and deploys end
+    # on a later pass than the one that started them)
+    pulls: list[Outcome] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def carry(self, report: "PassReport") -> None:
+        """Keep what ``report`` did: the request waits for a later pass."""
+        self.pulls.extend(report.pulls)
+        self.outcomes.extend(report.outcomes)
+
+    def answer(self, report: "PassReport") -> "PassReport":
+        """``report`` with what the passes it waited through did before it."""
+        if not (self.pulls or self.outcomes):
+            return report
+        return dataclasses.replace(report, pulls=(*self.pulls, *report.pulls),
+                                   outcomes=(*self.outcomes, *report.outcomes))
 
 
 @dataclass(frozen=True)
@@ -42,13 +59,16 @@ class PassReport:
     docker_calls: int = 0
     faults: dict[str, str] = field(default_factory=dict)
     announced: tuple[str, ...] = ()  # services whose waiting new image is told of this pass
+    deploying: frozenset[str] = frozenset()  # services with a deploy job in flight after it
 
 
 def service_result(report: PassReport, name: str, ref: str) -> dict:
     """What one pass did for one service (plain JSON data)."""
     remote = report.remotes.get(ref)
-    steps = [s for s in report.plan.steps if s.service == name]
+    planned = [s for s in report.plan.steps if s.service == name]
     outcomes = [o for o in report.outcomes if o.step.service == name]
+    # a background deploy's steps were planned by an earlier pass: they come first
+    steps = [o.step for o in outcomes if o.step not in planned] + planned
     pulls = [o for o in report.pulls if name in o.step.service.split(", ")]
     errors = [o.error for o in outcomes + pulls if not o.ok]
     return {

@@ -238,7 +238,14 @@ def test_an_idle_daemon_does_not_wake_itself(live_node, images):
     for i in range(3):
         node.web(f"web-q{i}", images.repo)
     node.daemon.wake()
-    wait_until(lambda: node.daemon.passes >= 2, timeout=20, what="the edits' passes")
+
+    def settled() -> bool:  # deployed, and the background jobs' ends were taken
+        report = node.daemon.last_report
+        return (report is not None and not report.deploying and report.plan.changes == ()
+                and {c.name for c in report.containers if c.running} >= {
+                    f"web-q{i}" for i in range(3)})
+
+    wait_until(settled, timeout=20, what="the edits' passes")
     time.sleep(0.5)
     passes = node.daemon.passes
     time.sleep(2.0)

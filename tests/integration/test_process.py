@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
+from ..cluster.conftest import free_port_pair
 from ..testenv import fetch, free_port, inspect, wait_until
+from .test_slow_stop import env_of, write_stubborn
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def daemon_process(tmp_path, cleanup):
         log = open(log_path, "a")
         process = subprocess.Popen(
             [sys.executable, "-m", "puller", "-d", f"-node={node}", f"-dir={directory}",
-             f"-port={free_port() - 1}", f"-state-dir={tmp_path / 'state'}", *extra],
+             f"-port={free_port_pair()}", f"-state-dir={tmp_path / 'state'}", *extra],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         processes.append(process)
@@ -83,3 +86,45 @@ def test_a_restarted_daemon_process_keeps_the_same_containers(daemon_process, im
     assert inspect("web-q")["Id"] == ident
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=15) == 0
+
+
+def test_the_daemon_stops_within_a_second_whatever_thread_gets_the_signal(daemon_process):
+    """A signal sent to the process may be delivered to any of its threads;
+    the loop waiting out a long -interval must notice it at once."""
+    rounds = [(signal.SIGTERM, "a worker"), (signal.SIGINT, "a worker"),
+              (signal.SIGTERM, "main"), (signal.SIGTERM, "a worker")]
+    took = []
+    for count, (signum, thread) in enumerate(rounds, start=1):
+        process = daemon_process("-interval=600", "-zeroconf=false")
+        wait_until(lambda: daemon_process.log().count("watching") == count, timeout=20,
+                   what="the daemon to start")
+        time.sleep(0.5)  # the loop waits for its next pass
+        tasks = sorted(int(task) for task in os.listdir(f"/proc/{process.pid}/task"))
+        others = [task for task in tasks if task != process.pid]
+        target = process.pid if thread == "main" else others[-1]
+        sent = time.monotonic()
+        os.kill(target, signum)  # kill(2) of a thread id: delivered to that thread
+        try:
+            assert process.wait(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{signum.name} to {thread} thread: still running after 10 s")
+        took.append(time.monotonic() - sent)
+    assert max(took) < 2.0, took
+
+
+def test_a_stop_during_a_slow_recreate_lets_it_end(daemon_process, images, cleanup):
+    """SIGTERM while a recreate waits out its old container's grace period:
+    the daemon waits for the deploy (bounded), so the service is not left with
+    its old container stopped as .prev and no new one."""
+    name = f"stubborn-{uuid.uuid4().hex[:6]}"
+    write_stubborn(daemon_process.directory, name, images.repo, "1", cleanup.label)
+    process = daemon_process("-interval=600", "-zeroconf=false")
+    wait_until(lambda: "V=1" in env_of(name), timeout=30, what="the service deployed")
+    write_stubborn(daemon_process.directory, name, images.repo, "2", cleanup.label)
+    wait_until(lambda: inspect(f"{name}.prev") is not None, timeout=10,
+               what="the recreate to begin")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=40) == 0
+    assert "waiting up to" in daemon_process.log()
+    assert "V=2" in env_of(name)
+    assert inspect(f"{name}.prev") is None

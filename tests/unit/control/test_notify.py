@@ -175,3 +175,16 @@ def test_without_any_destination_no_thread_starts():
     notifier.notify([event("web")])
     assert notifier._destinations == {}
     notifier.close()
+
+
+def test_a_deploy_in_the_background_still_names_the_version_it_replaced():
+    # a pass that sees the new container up while its job still runs must not
+    # take it as what ran before: the outcome, a pass later, says v1 → v2
+    watch = EventWatch("box-1")
+    v1, v2 = image("v1", D1), image("v2", D2)
+    watch.update(report(service("v1"), v1))
+    mid = report(service("v2"), v2)
+    assert watch.update(PassReport(mid.scan, mid.plan, remotes=mid.remotes, images=mid.images,
+                                   containers=mid.containers, deploying=frozenset({"web"}))) == []
+    events = watch.update(report(service("v2"), v2, [deploy(service("v2"), v2)]))
+    assert [(e.kind, e.old.tag, e.new.tag) for e in events] == [(Kind.DEPLOYED, "v1", "v2")]
