@@ -398,9 +398,9 @@ class Daemon(Reconciler):
         pass, keeping what the passes it waited through did."""
         pulling = self.pulling()
         for request in requests:
-            refs = {report.scan.services[name].image_ref for name in request.services
+            refs = {report.scan.services[name].image_ref for name in request.awaited
                     if name in report.scan.services}
-            if refs & pulling or request.services & report.deploying:
+            if refs & pulling or request.awaited & report.deploying:
                 request.carry(report)
                 self._waiting.append(request)
             else:

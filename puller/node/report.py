@@ -31,6 +31,11 @@ class PassRequest:
     pulls: list[Outcome] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
 
+    @property
+    def awaited(self) -> frozenset[str]:
+        """The services whose pulls and deploys the answer waits for."""
+        return self.services | {name for name, _ in self.approvals}
+
     def carry(self, report: "PassReport") -> None:
         """Keep what ``report`` did: the request waits for a later pass."""
         self.pulls.extend(report.pulls)
