@@ -31,6 +31,7 @@ from .memoryfile import load_memory, save_memory
 from .planner import Action, Plan, config_hash, local_digests, plan, plan_pulls, release_digest
 from .pulls import PullJobs
 from .report import PassReport
+from .rollouts import Rollouts
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Reconciler:
         self.faults = FaultLog(log)
         self.passes = 0
         self.pull_jobs: PullJobs | None = None
+        self.rollouts = Rollouts(os.path.join(config.state_dir, "rollouts.json"), config.node,
+                                 self.history, config.container_name)
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = ()) -> PassReport:
@@ -88,11 +91,14 @@ class Reconciler:
         services = {name: service for name, service in scan.services.items()
                     if service.matches(self.config.node)}
         remotes = self._check_registries(services, now, pull_due, check, pushes)
-        images, pulls, containers = self._read_facts(services, remotes)
-        the_plan = plan(services, containers, images, self.memory, now,
-                        defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
-                        remotes=self.freshness.remotes(),
-                        container_name=self.config.container_name, pulling=self.pulling())
+        # a service with a rollout: pinned to its release's digest, held, or reverted
+        gated = self.rollouts.gate(scan.services, services, self.freshness.remotes(), now)
+        images, pulls, containers = self._read_facts(gated.services, remotes)
+        the_plan = gated.explain(plan(
+            gated.services, containers, images, self.memory, now, defined=scan.services.keys(),
+            broken=scan.broken | set(gated.held), complete=scan.complete,
+            remotes=self.freshness.remotes(), container_name=self.config.container_name,
+            pulling=self.pulling()))
         for step in the_plan.steps:
             if not step.action.changes_something:
                 log.debug("%s", step)
@@ -103,9 +109,12 @@ class Reconciler:
         if (memory.failures, memory.restarts) != (self.memory.failures, self.memory.restarts):
             save_memory(self.memory_path, memory)
         self.memory = memory
-        self.history.observe(
+        self.rollouts.settle(gated, containers, images, memory.failures, now)
+        deployed = self._deployed(gated.services, images, containers)
+        self.history.observe(  # the file's fields, and only a release taken for them
             {name: definition_fields(service) for name, service in services.items()},
-            self._deployed(services, images, containers), now)
+            {name: digest for name, digest in deployed.items()
+             if gated.taken(name)}, now)
         faults = self._faults(scan, the_plan)
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
@@ -207,6 +216,9 @@ class Reconciler:
         node = {"node": self.config.node, "directory": self.config.directory,
                 "passes": self.passes, "last_pass": report.at if report else None,
                 "services": {}}
+        rollouts = self.rollouts.status()
+        if rollouts:
+            node["rollouts"] = rollouts
         if report is None:
             return node
         errors = {step.service: step.reason for step in report.plan.steps
