@@ -240,6 +240,10 @@ class Reconciler:
                     service, report, containers.get(name), running, errors.get(name))
         return node
 
+    def rollout(self, name: str) -> dict | None:
+        """Where the rollout of ``name`` stands, as this node sees it (None: no rollout)."""
+        return self.rollouts.status().get(name, {}).get("view")
+
     def _running_images(self, report: PassReport, containers: Iterable[Container]
                         ) -> dict[str, Image]:
         """The image of each running container by id; a docker call only for

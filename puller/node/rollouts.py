@@ -142,7 +142,7 @@ class Rollouts:
             mine[name] = memo
             situation = dataclasses.replace(
                 situation, states={**situation.states, self.node: _node_state(memo, now)})
-            views[name] = rollout_view(situation, release)
+            views[name] = {**rollout_view(situation, release), "definition": local}
         with self._lock:
             self.views, self.recheck_at = views, min(rechecks, default=None)
             self.active = bool(views)
@@ -221,9 +221,12 @@ class Rollouts:
                 if decision.kind is not Kind.TAKE or memo is None or memo.state != PROVING:
                     continue
                 service = gated.services[name]
-                mine[name] = _proof(memo, service, current.get(name), name in aside,
-                                    images.get(service.image_ref), failures.get(name), now,
-                                    self.node)
+                mine[name] = memo = _proof(memo, service, current.get(name), name in aside,
+                                           images.get(service.image_ref), failures.get(name),
+                                           now, self.node)
+                if memo.state == PROVING:  # a pass is due when its proof window ends
+                    end = memo.since + _health_timeout(service)
+                    self.recheck_at = min(self.recheck_at or end, end)
             self._keep(mine)
 
     def _keep(self, mine: dict[str, Mine]) -> None:
@@ -301,12 +304,17 @@ def _proof(memo: Mine, service: Service, container: Container | None, on_probati
         return memo
     if container.status in ("exited", "dead"):
         return _failed(memo, container.describe_state(), node)
-    timeout = (constants.DEFAULT_HEALTH_TIMEOUT if service.health_timeout is None
-               else service.health_timeout)
+    timeout = _health_timeout(service)
     if container.status == "running" and not on_probation and now >= memo.since + timeout:
         log.info("%s: %s proved itself on this node", service.name, memo.release.short)
         return dataclasses.replace(memo, state=DONE, since=now)
     return memo
+
+
+def _health_timeout(service: Service) -> float:
+    if service.health_timeout is None:
+        return constants.DEFAULT_HEALTH_TIMEOUT
+    return service.health_timeout
 
 
 def _failed(memo: Mine, error: str, node: str) -> Mine:

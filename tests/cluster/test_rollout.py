@@ -1,0 +1,133 @@
+"""Fleet rollouts with three real daemons on loopback sharing the engine:
+canary first, one wave at a time, halt and roll back, one digest per rollout,
+a dead node skipped, and ``puller pull --all`` waiting for it all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from ..testenv import build_image, docker, inspect, wait_until
+
+PLAY = ("-zeroconf=false", "-interval=1", "-name-template={node}-{service}", "-bind=127.0.0.1")
+HEALTH = 2  # seconds each node's new container must stay up
+
+
+@pytest.fixture
+def fleet(daemons, tmp_path, cleanup):
+    """Three daemons (sorted names ra-, rb-, rc-), each with its own state dir and
+    the same explicit secret; a host dir the containers see as /ctl."""
+    secret = tmp_path / "secret"
+    secret.write_text("rollout-secret\n")
+    first = daemons("ra", *PLAY, f"-secret-file={secret}")
+    rest = [daemons(n, *PLAY, f"-secret-file={secret}", f"-join=127.0.0.1:{first.port}")
+            for n in ("rb", "rc")]
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    return [first, *rest], str(ctl)
+
+
+def service(repo: str, tag: str, ctl: str, cleanup, rollout: str = "{canary: 1, parallel: 1}"
+            ) -> str:
+    """A service whose container exits 3 when its image says "flaky" and /ctl/fail exists."""
+    script = ('read v < /www/index.html; [ "$v" = flaky ] && [ -e /ctl/fail ] && exit 3; '
+              'exec sleep 100000')
+    bash = (f"docker run --init --label {cleanup.label} -v {ctl}:/ctl {repo} "
+            f"sh -c '{script}'")
+    return (f"name: web\nbash: \"{bash.replace(chr(34), chr(92) + chr(34))}\"\nrepo: {repo}\n"
+            f"tag: {tag}\nnode: '-{cleanup.run_id[:6]}$'\nhealth_timeout: {HEALTH}\n"
+            f"rollout: {rollout}\n")
+
+
+def api(daemon, path: str, method: str = "GET") -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.port + 1}{path}", method=method,
+                                     headers={"Authorization": f"Bearer {daemon.api_key()}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def view(daemon) -> dict:
+    try:
+        return api(daemon, "/v1/status").get("rollouts", {}).get("web", {}).get("view") or {}
+    except OSError:
+        return {}
+
+
+def container(daemon) -> dict:
+    return inspect(f"{daemon.node}-web") or {}
+
+
+def image_of(daemon) -> str:
+    return container(daemon).get("Image", "")
+
+
+def running(daemon) -> bool:
+    return bool(container(daemon).get("State", {}).get("Running"))
+
+
+def started(daemon) -> float:
+    from puller.node.container import Container
+
+    return Container.from_inspect(container(daemon)).started or 0.0
+
+
+def deployed(nodes, ref: str, timeout: float = 60) -> None:
+    """Every node runs ``ref``'s image and the rollout has ended."""
+    wanted = docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    wait_until(lambda: all(image_of(d) == wanted and running(d) for d in nodes)
+               and view(nodes[0]).get("ended"), timeout=timeout,
+               what=f"every node to run {ref} and the rollout to end")
+
+
+def pull_all(daemon, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "puller", f"-port={daemon.port}",
+                           f"-state-dir={daemon.state_dir}", "pull", "web", "--all", *args],
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_a_good_release_reaches_the_canary_first_then_one_node_at_a_time(fleet, images,
+                                                                          cleanup):
+    nodes, ctl = fleet
+    nodes[2].write("web", service(images.repo, "v1", ctl, cleanup))
+    deployed(nodes, f"{images.repo}:v1")
+    nodes[1].write("web", service(images.repo, "v2", ctl, cleanup))  # edited on any node
+    deployed(nodes, f"{images.repo}:v2")
+    first, second, third = (started(d) for d in nodes)
+    # each wave starts only once the one before proved itself for HEALTH seconds
+    assert second >= first + HEALTH, (first, second, third)
+    assert third >= second + HEALTH, (first, second, third)
+    states = view(nodes[2])["nodes"]
+    assert [states[d.node]["state"] for d in nodes] == ["done"] * 3
+    assert [states[d.node]["wave"] for d in nodes] == [1, 2, 3]
+    for daemon in nodes:
+        assert "Traceback" not in daemon.log()
+
+
+def test_a_release_that_dies_on_the_canary_never_reaches_the_others(fleet, images, cleanup):
+    nodes, ctl = fleet
+    flaky = f"{images.repo}:flaky-{cleanup.run_id}"
+    build_image(flaky, "flaky")
+    nodes[0].write("web", service(images.repo, "v1", ctl, cleanup))
+    deployed(nodes, f"{images.repo}:v1")
+    before = [container(d)["Id"] for d in nodes]
+    open(os.path.join(ctl, "fail"), "w").close()
+    nodes[0].write("web", service(images.repo, f"flaky-{cleanup.run_id}", ctl, cleanup))
+    wait_until(lambda: view(nodes[2]).get("halted"), timeout=60, what="the rollout to halt")
+    halted = view(nodes[2])["halted"]
+    assert halted.startswith(f"failed on {nodes[0].node}: ") and "code 3" in halted
+    status = subprocess.run([sys.executable, "-m", "puller", f"-port={nodes[2].port}",
+                             f"-state-dir={nodes[2].state_dir}", "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert f"halted: failed on {nodes[0].node}" in status.stdout, status.stdout
+    wait_until(lambda: running(nodes[0]), timeout=20, what="the canary's old container")
+    assert [container(d)["Id"] for d in nodes[1:]] == before[1:]  # never stopped
+    assert all(running(d) for d in nodes)
+    result = pull_all(nodes[1])
+    assert result.returncode != 0
+    assert f"failed on {nodes[0].node}" in result.stderr and "code 3" in result.stderr
