@@ -309,7 +309,7 @@ class Daemon(Reconciler):
             self.metrics.serve(self.config.metrics or "")
         self.start_cluster()
         self._rollout_watch = RolloutWatch(lambda: self.ask_cluster("status", {}), self.wake,
-                                           lambda: self.rollouts.active, self.rollouts.due).start()
+                                           self.rollouts.busy, self.rollouts.due).start()
         self.rollouts.peers = self._rollout_watch.records  # the rollouts' view of the peers
         self.start_watching()
         self.pull_in_background(self.wake)

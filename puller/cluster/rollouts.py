@@ -21,7 +21,8 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-ROLLOUT_POLL = 1.0  # seconds between looks at the peers while a rollout may go on
+ROLLOUT_POLL = 0.5  # seconds between looks at the peers while a rollout goes on
+IDLE_POLL = 5.0  # seconds between looks while every rollout has ended (a new one may begin)
 FORGET_AFTER = 3600.0  # seconds after which a node not heard from is no longer a participant
 
 
@@ -29,15 +30,14 @@ class RolloutWatch:
     """Owns its thread; ``close()`` is idempotent."""
 
     def __init__(self, ask: Callable[[], list[dict]], wake: Callable[[], None],
-                 active: Callable[[], bool], due: Callable[[float], bool],
-                 period: float = ROLLOUT_POLL):
+                 busy: Callable[[], bool | None], due: Callable[[float], bool]):
         self.ask = ask  # every other node's status (broadcast)
         self.wake = wake  # the loop: decide again
-        self.active = active  # some service has a rollout
+        self.busy = busy  # None: no rollout; True: one goes on; False: all ended
         self.due = due  # a decision waits for a moment that has come
-        self.period = period
         self._lock = threading.Lock()
         self._records: dict[str, tuple[float, dict]] = {}
+        self._looked = False  # until the peers were asked once, nobody knows the waves
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -46,23 +46,30 @@ class RolloutWatch:
         self._thread.start()
         return self
 
-    def records(self) -> dict[str, tuple[float, dict]]:
-        """Node → (when last heard, its published rollouts)."""
+    def records(self) -> dict[str, tuple[float, dict]] | None:
+        """Node → (when last heard, its published rollouts); None before the first look."""
         with self._lock:
-            return dict(self._records)
+            return dict(self._records) if self._looked else None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.period):
+        last = float("-inf")
+        while not self._stop.wait(ROLLOUT_POLL):
             try:
-                if self.active():
-                    self.look(time.time())
+                busy = self.busy()
+                if busy is None or (not busy and time.monotonic() - last < IDLE_POLL):
+                    continue
+                last = time.monotonic()
+                self.look(time.time())
             except Exception:  # never let the thread die
                 log.exception("could not gather the peers' rollouts; going on")
 
     def look(self, now: float) -> bool:
         """Ask the peers once; wakes the loop (and says True) when that matters."""
-        changed = self.heard(self.ask(), now)
-        if changed or self.due(now):
+        answers = self.ask()
+        with self._lock:
+            first, self._looked = not self._looked, True
+        changed = self.heard(answers, now)
+        if first or changed or self.due(now):
             self.wake()
             return True
         return False

@@ -130,9 +130,13 @@ class Situation:
         return next((f for f in self.failed if f.release == release), None)
 
     def ended(self, release: Release) -> bool:
-        """Halted, or every participant done, failed, reverted or skipped."""
-        return self.failure(release) is not None or all(
-            self.state_of(n, release) in FINAL for n in self.participants)
+        """Every participant done, failed, reverted or skipped; or halted, once
+        no live node is still on its way (proving, or, to roll back, done)."""
+        if self.failure(release) is None:
+            return all(self.state_of(n, release) in FINAL for n in self.participants)
+        moving = (PROVING, DONE) if self.spec.on_failure == "rollback" else (PROVING,)
+        return not any(self.state_of(n, release) in moving and not self.skipped(n)
+                       for n in self.participants)
 
 
 def choose_release(situation: Situation, current: Release | None,

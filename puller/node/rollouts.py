@@ -107,7 +107,7 @@ class Rollouts:
 
     def __init__(self, path: str, node: str, history: History,
                  container_name: Callable[[str], str] = str,
-                 peers: Callable[[], PeerRecords] = dict):
+                 peers: Callable[[], PeerRecords | None] = dict):
         self.path = path
         self.node = node
         self.history = history
@@ -117,14 +117,15 @@ class Rollouts:
         self.mine: dict[str, Mine] = self._load()
         self.views: dict[str, dict] = {}
         self.recheck_at: float | None = None
-        self.active = False  # some service has a rollout: peers are worth asking
+        self._busy: bool | None = None  # None: no rollout; else whether one goes on
 
     def gate(self, every: Mapping[str, Service], services: Mapping[str, Service],
              remotes: Mapping[str, Any], now: float) -> Gated:
         """``services`` (this node's) as the planner must see them; ``every``: all defined."""
         gated = Gated(dict(services))
         peers = self.peers()
-        mine, views, rechecks = dict(self.mine), {}, []
+        ready, peers = peers is not None, peers or {}
+        mine, views, rechecks, busy = dict(self.mine), {}, [], not ready
         for name, service in sorted(every.items()):
             if service.rollout is None:
                 continue
@@ -134,8 +135,11 @@ class Rollouts:
             release = choose_release(situation, memo.release, candidate)
             if release != memo.release:
                 memo = Mine(release, WAITING, now, None, memo.previous, memo.failed)
+            busy = busy or (candidate is not None and release != candidate)
             if name in services:
-                decision = decide(situation, release, local, _node_state(memo, now))
+                decision = decide(situation, release, local, _node_state(memo, now)) if ready \
+                    else Decision(Kind.HOLD, release, f"rollout of {name}: waiting to hear "
+                                                      "from the other nodes")
                 memo = self._apply(gated, service, decision, memo, now)
                 if decision.recheck_at is not None:
                     rechecks.append(decision.recheck_at)
@@ -143,9 +147,10 @@ class Rollouts:
             situation = dataclasses.replace(
                 situation, states={**situation.states, self.node: _node_state(memo, now)})
             views[name] = {**rollout_view(situation, release), "definition": local}
+            busy = busy or not views[name]["ended"]
         with self._lock:
             self.views, self.recheck_at = views, min(rechecks, default=None)
-            self.active = bool(views)
+            self._busy = busy if views else None
             self._keep(mine)
         return gated
 
@@ -260,6 +265,11 @@ class Rollouts:
         with self._lock:
             return {name: {**memo.to_json(), "view": self.views[name]}
                     for name, memo in sorted(self.mine.items()) if name in self.views}
+
+    def busy(self) -> bool | None:
+        """None: no service has a rollout; True: one goes on (peers are asked often)."""
+        with self._lock:
+            return self._busy
 
     def due(self, now: float) -> bool:
         """A decision waits for a moment that has come (a pause, a node's deadline)."""

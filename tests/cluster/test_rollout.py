@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -30,7 +31,18 @@ def fleet(daemons, tmp_path, cleanup):
             for n in ("rb", "rc")]
     ctl = tmp_path / "ctl"
     ctl.mkdir()
-    return [first, *rest], str(ctl)
+    nodes = [first, *rest]
+    for daemon in nodes:  # a rollout's waves are cut from the nodes a node knows
+        wait_until(lambda: len(_answering(daemon)) == 3, timeout=30,
+                   what=f"{daemon.node} to know every node")
+    return nodes, str(ctl)
+
+
+def _answering(daemon) -> list[str]:
+    try:
+        return [n["node"] for n in api(daemon, "/v1/cluster")["nodes"] if not n.get("error")]
+    except OSError:
+        return []
 
 
 def service(repo: str, tag: str, ctl: str, cleanup, rollout: str = "{canary: 1, parallel: 1}"
@@ -131,3 +143,76 @@ def test_a_release_that_dies_on_the_canary_never_reaches_the_others(fleet, image
     result = pull_all(nodes[1])
     assert result.returncode != 0
     assert f"failed on {nodes[0].node}" in result.stderr and "code 3" in result.stderr
+
+
+def test_a_failure_in_the_second_wave_rolls_the_first_back(fleet, images, cleanup):
+    nodes, ctl = fleet
+    flaky = f"flaky-{cleanup.run_id}"
+    build_image(f"{images.repo}:{flaky}", "flaky")
+    nodes[0].write("web", service(images.repo, "v1", ctl, cleanup))
+    deployed(nodes, f"{images.repo}:v1")
+    v1 = image_of(nodes[0])
+    untouched = container(nodes[2])["Id"]
+    nodes[0].write("web", service(images.repo, flaky, ctl, cleanup))
+    wait_until(lambda: image_of(nodes[0]) not in ("", v1) and running(nodes[0]), timeout=30,
+               what="the canary to take the release")
+    open(os.path.join(ctl, "fail"), "w").close()  # from now on it dies at its start
+    wait_until(lambda: view(nodes[2]).get("halted"), timeout=60, what="the rollout to halt")
+    assert view(nodes[2])["halted"].startswith(f"failed on {nodes[1].node}: ")
+    wait_until(lambda: image_of(nodes[0]) == v1 and running(nodes[0]), timeout=30,
+               what="the canary to roll back")
+    wait_until(lambda: view(nodes[0])["nodes"][nodes[0].node]["state"] == "reverted",
+               timeout=10, what="the canary to report its rollback")
+    assert image_of(nodes[1]) == v1 and running(nodes[1])  # put back by its own planner
+    assert container(nodes[2])["Id"] == untouched  # never reached
+    result = pull_all(nodes[2])
+    assert result.returncode != 0
+    assert f"failed on {nodes[1].node}" in result.stderr
+    assert f"rolled back on {nodes[0].node}" in result.stderr
+
+
+def test_a_tag_moved_mid_rollout_leaves_every_node_on_one_digest(fleet, images, cleanup):
+    nodes, ctl = fleet
+    moving = f"{images.repo}:mv-{cleanup.run_id}"
+    build_image(moving, "one")
+    one = image_id_of(moving)
+    nodes[0].write("web", service(images.repo, f"mv-{cleanup.run_id}", ctl, cleanup,
+                                  rollout="{canary: 1, parallel: 1, node_timeout: 30}"))
+    deployed(nodes, moving)
+    build_image(moving, "two")
+    two = image_id_of(moving)
+    started_at = time.monotonic()
+    quick = pull_all(nodes[1], "--no-wait")
+    assert quick.returncode == 0, quick.stderr
+    assert time.monotonic() - started_at < 20 and "rollout of" not in quick.stdout
+    wait_until(lambda: image_of(nodes[0]) == two, timeout=30, what="the canary to take two")
+    build_image(moving, "three")  # the tag moves while two is on its way
+    three = image_id_of(moving)
+    wait_until(lambda: [image_of(d) for d in nodes] == [two] * 3, timeout=60,
+               what="every node to be on two at once")
+    result = pull_all(nodes[1])  # waits for the rollout of three
+    assert result.returncode == 0, result.stderr
+    assert [image_of(d) for d in nodes] == [three] * 3
+    assert f"done on {', '.join(d.node for d in nodes)}" in result.stdout
+    assert one not in (two, three)
+
+
+def test_a_killed_node_is_skipped_after_its_timeout(fleet, images, cleanup):
+    nodes, ctl = fleet
+    spec = "{canary: 1, parallel: 1, node_timeout: 4}"
+    nodes[0].write("web", service(images.repo, "v1", ctl, cleanup, rollout=spec))
+    deployed(nodes, f"{images.repo}:v1")
+    nodes[1].stop(signal.SIGKILL)
+    nodes[0].write("web", service(images.repo, "v2", ctl, cleanup, rollout=spec))
+    v2 = image_id_of(f"{images.repo}:v2")
+    wait_until(lambda: image_of(nodes[2]) == v2 and running(nodes[2]), timeout=60,
+               what="the third node to get past the dead one")
+    wait_until(lambda: view(nodes[2]).get("ended"), timeout=30, what="the rollout to end")
+    states = {n: item["state"] for n, item in view(nodes[2])["nodes"].items()}
+    assert states == {nodes[0].node: "done", nodes[1].node: "skipped", nodes[2].node: "done"}
+    result = pull_all(nodes[0])
+    assert result.returncode != 0 and f"{nodes[1].node}: skipped" in result.stderr
+
+
+def image_id_of(ref: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()

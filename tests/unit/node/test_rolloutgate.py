@@ -105,6 +105,11 @@ def test_a_failure_halts_the_nodes_not_reached_and_rolls_back_those_that_took_it
     assert decide(halt, R1, "def-a", at(R1, DONE)).kind is Kind.TAKE
     view = rollout_view(situation(roll_1=failed), R1)
     assert view["halted"] == "failed on roll-1: exited with code 3" and view["ended"]
+    # halted, it ends once the nodes that took it went back (or keep it, with halt)
+    assert not second_wave.ended(R1)
+    assert second_wave.ended(R1) is False and halt.ended(R1)
+    back = situation(me="roll-1", roll_1=at(R1, REVERTED), roll_2=at(R1, FAILED, error="x"))
+    assert back.ended(R1)
 
 
 def test_a_release_known_failed_is_not_taken_again_even_by_a_new_first_node():
