@@ -229,8 +229,9 @@ class Rollouts:
                 mine[name] = memo = _proof(memo, service, current.get(name), name in aside,
                                            images.get(service.image_ref), failures.get(name),
                                            now, self.node)
-                if memo.state == PROVING:  # a pass is due when its proof window ends
-                    end = memo.since + _health_timeout(service)
+                # a pass is due when its proof window ends, or at once to show a new state
+                end = memo.since + _health_timeout(service) if memo.state == PROVING else now
+                if memo != self.mine.get(name) or memo.state == PROVING:
                     self.recheck_at = min(self.recheck_at or end, end)
             self._keep(mine)
 
