@@ -92,7 +92,8 @@ class Reconciler:
                     if service.matches(self.config.node)}
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         # a service with a rollout: pinned to its release's digest, held, or reverted
-        gated = self.rollouts.gate(scan.services, services, self.freshness.remotes(), now)
+        gated = self.rollouts.gate(scan.services, services, self.freshness.remotes(), now,
+                                   self._local_digest)
         images, pulls, containers = self._read_facts(gated.services, remotes)
         the_plan = gated.explain(plan(
             gated.services, containers, images, self.memory, now, defined=scan.services.keys(),
@@ -166,6 +167,14 @@ class Reconciler:
                     images = self.docker.images(refs)
             containers = containers_read.result()
         return images, pulls, containers
+
+    def _local_digest(self, ref: str) -> str | None:
+        """The registry digest the local image of ``ref`` is known by (one docker call)."""
+        try:
+            return release_digest(ref, self.docker.images([ref]).get(ref), None)
+        except PullerError as exc:
+            log.debug("cannot inspect %s: %s", ref, exc)
+            return None
 
     def pull_in_background(self, on_done: Callable[[], None]) -> None:
         """From now on pulls run as background jobs; ``on_done`` when one ends."""

@@ -120,8 +120,10 @@ class Rollouts:
         self._busy: bool | None = None  # None: no rollout; else whether one goes on
 
     def gate(self, every: Mapping[str, Service], services: Mapping[str, Service],
-             remotes: Mapping[str, Any], now: float) -> Gated:
-        """``services`` (this node's) as the planner must see them; ``every``: all defined."""
+             remotes: Mapping[str, Any], now: float,
+             local_digest: Callable[[str], str | None] = lambda ref: None) -> Gated:
+        """``services`` (this node's) as the planner must see them; ``every``: all defined.
+        ``local_digest(ref)``: the digest of the local image, when the registry cannot tell."""
         gated = Gated(dict(services))
         peers = self.peers()
         ready, peers = peers is not None, peers or {}
@@ -131,6 +133,9 @@ class Rollouts:
                 continue
             situation, local = self._situation(name, service, peers, mine.get(name, Mine()), now)
             candidate = _candidate(service, local, remotes)
+            if candidate is None and situation.leader() == self.node and name in services:
+                digest = local_digest(service.image_ref)  # the registry cannot be asked
+                candidate = Release(local, digest) if digest else None
             memo = dataclasses.replace(mine.get(name, Mine()), failed=situation.failed)
             release = choose_release(situation, memo.release, candidate)
             if release != memo.release:

@@ -1,6 +1,7 @@
-"""Fleet rollouts with three real daemons on loopback sharing the engine:
-canary first, one wave at a time, halt and roll back, one digest per rollout,
-a dead node skipped, and ``puller pull --all`` waiting for it all."""
+"""Fleet rollouts with three real daemons sharing the engine, on loopback and
+on three hosts in network namespaces: canary first, one wave at a time, halt
+and roll back, one digest per rollout, a dead node skipped, and ``puller pull
+--all`` waiting for it all."""
 
 from __future__ import annotations
 
@@ -122,28 +123,71 @@ def test_a_good_release_reaches_the_canary_first_then_one_node_at_a_time(fleet, 
         assert "Traceback" not in daemon.log()
 
 
-def test_a_release_that_dies_on_the_canary_never_reaches_the_others(fleet, images, cleanup):
-    nodes, ctl = fleet
-    flaky = f"{images.repo}:flaky-{cleanup.run_id}"
-    build_image(flaky, "flaky")
+@pytest.fixture
+def lan_fleet(daemons, tmp_path, cleanup):
+    """Three hosts in network namespaces (zeroconf finds the peers); the registry on
+    the root namespace's loopback is out of their reach: the first node proposes
+    the digest of its local image."""
+    from ..netns import Lan
+
+    secret = tmp_path / "secret"
+    secret.write_text("rollout-secret\n")
+    secret.chmod(0o600)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    with Lan(3) as lan:
+        nodes = [daemons(name, "-interval=1", "-name-template={node}-{service}",
+                         f"-secret-file={secret}", port=7946, prefix=lan.prefix(i))
+                 for i, name in enumerate(("la", "lb", "lc"))]
+        for i, daemon in enumerate(nodes):
+            wait_until(lambda: len([n for n in lan_status(lan, i, daemon)["nodes"]
+                                    if not n.get("error")]) == 3, timeout=30,
+                       what=f"{daemon.node} to know every node")
+        yield lan, nodes, str(ctl)
+        for daemon in nodes:  # before the namespaces go
+            daemon.stop()
+
+
+def lan_status(lan, index: int, daemon) -> dict:
+    """``puller status --json`` on host ``index`` (its API is on its own loopback)."""
+    result = subprocess.run([*lan.prefix(index), sys.executable, "-m", "puller", "-port=7946",
+                             f"-state-dir={daemon.state_dir}", "status", "--json"],
+                            capture_output=True, text=True, timeout=60)
+    return json.loads(result.stdout) if result.returncode == 0 else {"nodes": []}
+
+
+def test_a_release_that_dies_on_the_canary_never_reaches_the_others(lan_fleet, images,
+                                                                     cleanup):
+    lan, nodes, ctl = lan_fleet
+    flaky = f"flaky-{cleanup.run_id}"
+    build_image(f"{images.repo}:{flaky}", "flaky")
+
+    def third_view() -> dict:
+        answer = lan_status(lan, 2, nodes[2])
+        mine = answer["nodes"][0] if answer["nodes"] else {}
+        return (mine.get("rollouts") or {}).get("web", {}).get("view") or {}
+
     nodes[0].write("web", service(images.repo, "v1", ctl, cleanup, rollout=AT_ONCE))
-    deployed(nodes, f"{images.repo}:v1")
+    wait_until(lambda: all(running(d) for d in nodes) and third_view().get("ended"),
+               timeout=60, what="v1 on every node")
     before = [container(d)["Id"] for d in nodes]
     open(os.path.join(ctl, "fail"), "w").close()
-    nodes[0].write("web", service(images.repo, f"flaky-{cleanup.run_id}", ctl, cleanup))
-    wait_until(lambda: view(nodes[2]).get("halted"), timeout=60, what="the rollout to halt")
-    halted = view(nodes[2])["halted"]
+    nodes[1].write("web", service(images.repo, flaky, ctl, cleanup))
+    wait_until(lambda: third_view().get("halted"), timeout=60, what="the rollout to halt")
+    halted = third_view()["halted"]
     assert halted.startswith(f"failed on {nodes[0].node}: ") and "code 3" in halted
-    status = subprocess.run([sys.executable, "-m", "puller", f"-port={nodes[2].port}",
+    status = subprocess.run([*lan.prefix(2), sys.executable, "-m", "puller", "-port=7946",
                              f"-state-dir={nodes[2].state_dir}", "status"],
                             capture_output=True, text=True, timeout=60)
     assert f"halted: failed on {nodes[0].node}" in status.stdout, status.stdout
     wait_until(lambda: running(nodes[0]), timeout=20, what="the canary's old container")
     assert [container(d)["Id"] for d in nodes[1:]] == before[1:]  # never stopped
     assert all(running(d) for d in nodes)
-    result = pull_all(nodes[1])
-    assert result.returncode != 0
-    assert f"failed on {nodes[0].node}" in result.stderr and "code 3" in result.stderr
+    pull = subprocess.run([*lan.prefix(1), sys.executable, "-m", "puller", "-port=7946",
+                           f"-state-dir={nodes[1].state_dir}", "pull", "web", "--all"],
+                          capture_output=True, text=True, timeout=240)
+    assert pull.returncode != 0
+    assert f"failed on {nodes[0].node}" in pull.stderr and "code 3" in pull.stderr
 
 
 def test_a_failure_in_the_second_wave_rolls_the_first_back(fleet, images, cleanup):

@@ -108,3 +108,14 @@ def test_a_garbled_memory_file_is_ignored(tmp_path):
         {"web": {"release": {"digest": "nope"}, "state": "bogus", "failed": [1, {}]}}))
     memo = make(tmp_path, "roll-1").mine["web"]
     assert memo.release is None and memo.state == "waiting" and memo.failed == ()
+
+
+def test_without_the_registry_the_first_node_proposes_its_local_image(tmp_path):
+    rollouts = make(tmp_path, "roll-1")
+    service = web()
+    gated = rollouts.gate({"web": service}, {"web": service}, {}, 100.0,
+                          lambda ref: D2 if ref == service.image_ref else None)
+    assert gated.services["web"].digest == D2
+    follower = make(tmp_path, "roll-2", {"roll-1": (100.0, {})})
+    held = follower.gate({"web": service}, {"web": service}, {}, 100.0, lambda ref: D2)
+    assert "waiting for roll-1 to propose" in held.held["web"]  # only the first node proposes
