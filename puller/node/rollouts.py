@@ -138,8 +138,9 @@ class Rollouts:
                 candidate = Release(local, digest) if digest else None
             memo = dataclasses.replace(mine.get(name, Mine()), failed=situation.failed)
             release = choose_release(situation, memo.release, candidate)
-            if release != memo.release:
-                memo = Mine(release, WAITING, now, None, memo.previous, memo.failed)
+            if release != memo.release:  # what runs after a failure is the release before it
+                memo = Mine(release, WAITING, now, None, memo.previous
+                            if memo.state in (FAILED, REVERTED) else None, memo.failed)
             busy = busy or (candidate is not None and release != candidate)
             if name in services:
                 decision = decide(situation, release, local, _node_state(memo, now)) if ready \
@@ -186,7 +187,7 @@ class Rollouts:
             if memo.state == WAITING:
                 log.info("%s: %s", name, decision.reason)
                 return dataclasses.replace(memo, state=PROVING, since=now, error=None,
-                                           previous=self._running(name))
+                                           previous=memo.previous or self._running(name))
             return memo
         if decision.kind is Kind.REVERT:
             previous = self._previous_service(service, memo.previous)

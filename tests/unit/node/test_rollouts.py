@@ -3,6 +3,7 @@ publishes, what it remembers on disk (no docker: containers are values)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from puller.node.container import Container, Image
@@ -119,3 +120,26 @@ def test_without_the_registry_the_first_node_proposes_its_local_image(tmp_path):
     follower = make(tmp_path, "roll-2", {"roll-1": (100.0, {})})
     held = follower.gate({"web": service}, {"web": service}, {}, 100.0, lambda ref: D2)
     assert "waiting for roll-1 to propose" in held.held["web"]  # only the first node proposes
+
+
+def test_after_a_rollback_the_next_rollout_goes_back_to_what_runs_not_to_the_failed_one(
+        tmp_path):
+    rollouts = make(tmp_path, "roll-1")
+    before = {"fields": {"name": "web", "tag": "v0"}, "digest": D2}
+    rollouts.history.observe({"web": {"name": "web", "tag": "v1"}}, {"web": D1}, 50.0)
+    gated = gate(rollouts, web(), now=100.0)
+    rollouts.mine["web"] = dataclasses.replace(rollouts.mine["web"], state="reverted",
+                                               previous=before)
+    # the failed release ran here, as the history says; a new one comes
+    gate(rollouts, web("v2"), digest=D2, now=101.0)
+    assert rollouts.mine["web"].previous == before
+    assert gated.services["web"].digest == D1
+
+
+def test_pinning_to_the_release_digest_keeps_the_drift_hash():
+    """A node that takes a release whose digest its container already runs changes nothing."""
+    service = web()
+    pinned = dataclasses.replace(service, digest=D1)
+    assert pinned.image_ref == f"reg/web@{D1}" and service.image_ref == "reg/web:v1"
+    assert config_hash(pinned.run.canonical(), "sha256:img") == config_hash(
+        service.run.canonical(), "sha256:img")
