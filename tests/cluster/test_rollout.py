@@ -260,3 +260,30 @@ def test_a_killed_node_is_skipped_after_its_timeout(fleet, images, cleanup):
 
 def image_id_of(ref: str) -> str:
     return docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A real etcd; requested before ``daemons``, it stops after them."""
+    from ..etcdenv import EtcdCluster
+
+    cluster = EtcdCluster(str(tmp_path / "etcd")).start()
+    yield cluster
+    cluster.close()
+
+
+def test_through_etcd_the_waves_are_the_same(etcd, daemons, images, cleanup, tmp_path):
+    """The etcd backend carries the rollout states in the nodes' status records."""
+    store = f"-store={etcd.url('/rollout-' + cleanup.run_id)}"
+    nodes = [daemons(n, "-interval=1", "-name-template={node}-{service}", store)
+             for n in ("ea", "eb", "ec")]
+    for daemon in nodes:
+        wait_until(lambda: len(_answering(daemon)) == 3, timeout=30,
+                   what=f"{daemon.node} to see every node's record")
+    ctl = str(tmp_path)
+    nodes[0].write("web", service(images.repo, "v1", ctl, cleanup, rollout=AT_ONCE))
+    deployed(nodes, f"{images.repo}:v1")
+    nodes[2].write("web", service(images.repo, "v2", ctl, cleanup))
+    deployed(nodes, f"{images.repo}:v2")
+    first, second, third = (started(d) for d in nodes)
+    assert second >= first + HEALTH and third >= second + HEALTH, (first, second, third)
