@@ -118,6 +118,7 @@ class Rollouts:
         self.views: dict[str, dict] = {}
         self.recheck_at: float | None = None
         self._busy: bool | None = None  # None: no rollout; else whether one goes on
+        self._told: dict[str, str] = {}  # the hold last logged, by service
 
     def gate(self, every: Mapping[str, Service], services: Mapping[str, Service],
              remotes: Mapping[str, Any], now: float,
@@ -199,6 +200,9 @@ class Rollouts:
                 return memo
         gated.services.pop(name, None)
         gated.held[name] = decision.reason
+        if self._told.get(name) != decision.reason:  # each new reason once, not every pass
+            self._told[name] = decision.reason
+            log.info("%s: holding: %s", name, decision.reason)
         return memo
 
     def _running(self, name: str) -> dict | None:
