@@ -48,11 +48,13 @@ class Mine:
     error: str | None = None
     previous: dict | None = None  # {"fields": ..., "digest": ...}: what ran before taking it
     failed: tuple[KnownFailure, ...] = ()
+    window: float = 0.0  # proving: its proof window began then (once its container ran)
 
     def to_json(self) -> dict:
         return {"release": self.release.to_json() if self.release else None,
                 "state": self.state, "since": self.since, "error": self.error,
-                "previous": self.previous, "failed": [f.to_json() for f in self.failed]}
+                "previous": self.previous, "failed": [f.to_json() for f in self.failed],
+                "window": self.window}
 
     @classmethod
     def from_json(cls, data: Any) -> "Mine":
@@ -63,11 +65,12 @@ class Mine:
                 and isinstance(previous.get("digest"), str)):
             previous = None
         state = data.get("state") if data.get("state") in STATES else WAITING
-        since = data.get("since")
+        since, window = data.get("since"), data.get("window")
         return cls(Release.from_json(data.get("release")), state,
                    float(since) if isinstance(since, (int, float)) else 0.0,
                    str(data["error"]) if data.get("error") else None, previous,
-                   _failures(data.get("failed")))
+                   _failures(data.get("failed")),
+                   float(window) if isinstance(window, (int, float)) else 0.0)
 
 
 def _failures(data: Any) -> tuple[KnownFailure, ...]:
@@ -188,7 +191,8 @@ class Rollouts:
             if memo.state == WAITING:
                 log.info("%s: %s", name, decision.reason)
                 return dataclasses.replace(memo, state=PROVING, since=now, error=None,
-                                           previous=memo.previous or self._running(name))
+                                           previous=memo.previous or self._running(name),
+                                           window=now)
             return memo
         if decision.kind is Kind.REVERT:
             previous = self._previous_service(service, memo.previous)
@@ -240,7 +244,7 @@ class Rollouts:
                                            images.get(service.image_ref), failures.get(name),
                                            now, self.node)
                 # a pass is due when its proof window ends, or at once to show a new state
-                end = memo.since + _health_timeout(service) if memo.state == PROVING else now
+                end = memo.window + _health_timeout(service) if memo.state == PROVING else now
                 if memo != self.mine.get(name) or memo.state == PROVING:
                     self.recheck_at = min(self.recheck_at or end, end)
             self._keep(mine)
@@ -319,14 +323,14 @@ def _proof(memo: Mine, service: Service, container: Container | None, on_probati
     or the new container died), done (it stayed up its health timeout), or still proving."""
     if failure is not None and failure.at >= memo.since:
         return _failed(memo, failure.error, node)
-    if container is None or image is None:
-        return memo
-    if container.config_hash != config_hash(service.run.canonical(), image.id):
-        return memo
+    if (container is None or image is None
+            or container.config_hash != config_hash(service.run.canonical(), image.id)):
+        # not running it yet (its image is being pulled, say): the window starts later
+        return dataclasses.replace(memo, window=now)
     if container.status in ("exited", "dead"):
         return _failed(memo, container.describe_state(), node)
     timeout = _health_timeout(service)
-    if container.status == "running" and not on_probation and now >= memo.since + timeout:
+    if container.status == "running" and not on_probation and now >= memo.window + timeout:
         log.info("%s: %s proved itself on this node", service.name, memo.release.short)
         return dataclasses.replace(memo, state=DONE, since=now)
     return memo

@@ -143,3 +143,20 @@ def test_pinning_to_the_release_digest_keeps_the_drift_hash():
     assert pinned.image_ref == f"reg/web@{D1}" and service.image_ref == "reg/web:v1"
     assert config_hash(pinned.run.canonical(), "sha256:img") == config_hash(
         service.run.canonical(), "sha256:img")
+
+
+def test_the_proof_window_starts_when_the_container_runs_not_when_the_pull_began(tmp_path):
+    rollouts = make(tmp_path, "roll-1")
+    gated = gate(rollouts, web(), now=100.0)
+    service = gated.services["web"]
+    image = Image("sha256:img", repo_digests=(f"reg/web@{D1}",))
+    rollouts.settle(gated, [], {}, {}, 110.0)  # still pulling at 110
+    container = Container("c1", "web", image.id, "running", labels={
+        "io.puller.service": "web", "io.puller.hash": config_hash(service.run.canonical(),
+                                                                   image.id)})
+    rollouts.settle(gate(rollouts, web(), now=111.0), [container], {service.image_ref: image},
+                    {}, 111.0)
+    assert rollouts.status()["web"]["state"] == "proving"  # 2 s from 110, not from 100
+    rollouts.settle(gate(rollouts, web(), now=112.5), [container], {service.image_ref: image},
+                    {}, 112.5)
+    assert rollouts.status()["web"]["state"] == "done"
