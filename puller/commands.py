@@ -109,15 +109,24 @@ def connection_options(command):
 @click.command("pull")
 @click.argument("name")
 @click.option("-all", "--all", "everywhere", is_flag=True, help="Ask every node of the cluster.")
+@click.option("-no-wait", "--no-wait", "no_wait", is_flag=True,
+              help="With --all: answer at once, without waiting for NAME's rollout to end.")
 @click.option("-json", "--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
 @connection_options
 @click.pass_context
-def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool) -> None:
-    """Check NAME's image in the registry now, and deploy it if it moved."""
+def pull_command(ctx: click.Context, name: str, everywhere: bool, no_wait: bool,
+                 as_json: bool) -> None:
+    """Check NAME's image in the registry now, and deploy it if it moved. With
+    --all and a rollout, wait for the rollout to end: exit 0 when every node
+    runs the new release."""
     if everywhere:
-        result = _call(ctx, "POST", _service_path(name, "pull-all"))
+        path = _service_path(name, "pull-all") + ("?wait=0" if no_wait else "")
+        result = _call(ctx, "POST", path)
         if as_json:
-            return _echo_json(result)
+            _echo_json(result)
+            if result.get("rollout") and not result["rollout"].get("ok"):
+                ctx.exit(1)
+            return
         errors = []
         for node in result["nodes"]:
             if node.get("error"):
@@ -128,6 +137,8 @@ def pull_command(ctx: click.Context, name: str, everywhere: bool, as_json: bool)
                 errors += [f"{node['node']}: {e}" for e in node.get("errors", [])]
             else:
                 click.echo(f"{node['node']}: does not run {name}")
+        if result.get("rollout"):
+            errors = _rollout_outcome(name, result["rollout"])
         if errors:
             raise click.ClickException("; ".join(errors))
         return
@@ -187,6 +198,24 @@ def _approved_line(name: str, result: dict) -> str:
     update = result.get("update") or {}
     return (f"{name} on {result['node']}: approved {update.get('running', '?')} → "
             f"{update.get('available', '?')}; {what or 'nothing done'}")
+def _rollout_outcome(name: str, rollout: dict) -> list[str]:
+    """Say how NAME's rollout ended; what went wrong (nothing when every node runs it)."""
+    release = _short((rollout.get("release") or {}).get("digest"))
+    nodes = rollout.get("nodes") or {}
+    if rollout.get("ok"):
+        click.echo(f"rollout of {name} ({release}): done on {', '.join(sorted(nodes))}")
+        return []
+    if rollout.get("timed_out"):
+        return [f"rollout of {name} ({release}) still going after "
+                f"{rollout['timed_out']:g} s; `puller status` shows where it stands"]
+    errors = [f"rollout of {name} ({release}) halted: {rollout['halted']}"] \
+        if rollout.get("halted") else []
+    back = sorted(n for n, item in nodes.items() if item.get("state") == "reverted")
+    if back:
+        errors.append(f"rolled back on {', '.join(back)}")
+    errors += [f"{n}: {item.get('state')}" for n, item in sorted(nodes.items())
+               if item.get("state") not in ("done", "reverted", "failed")]
+    return errors
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -261,6 +290,29 @@ def status_command(ctx: click.Context, as_json: bool, wide: bool) -> None:
             add([name, service, s["state"], image, _short(s["running_digest"]),
                  _short(s["registry_digest"])], s["error"] or update or "")
     _table(rows, ["NODE", "SERVICE", "STATE", "IMAGE", "RUNNING", "REGISTRY", "ERROR"])
+    _show_rollouts(result["nodes"])
+
+
+def _show_rollouts(nodes: list[dict]) -> None:
+    """Each rollout as the first node that knows it sees it: release, wave, the
+    state of every node, and why it halted."""
+    views: dict[str, dict] = {}
+    for node in nodes:
+        for service, rollout in sorted((node.get("rollouts") or {}).items()):
+            views.setdefault(service, rollout.get("view") or {})
+    rows = []
+    for service, view in sorted(views.items()):
+        release = view.get("release") or {}
+        wave = view.get("wave")
+        where = "ended" if view.get("ended") else f"{wave or '-'}/{len(view.get('waves') or [])}"
+        states = ", ".join(f"{name} {item['state']}" for name, item in sorted(
+            (view.get("nodes") or {}).items(), key=lambda kv: (kv[1].get("wave") or 0, kv[0])))
+        rows.append([service, _short(release.get("digest")), where, states or "-"])
+        if view.get("halted"):
+            rows.append(["", "", "", f"halted: {view['halted']}"])
+    if rows:
+        click.echo("")
+        _table(rows, ["ROLLOUT", "RELEASE", "WAVE", "NODES"])
 
 
 ERROR_WIDTH = 80  # status wraps an error at this width (-wide: never)

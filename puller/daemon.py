@@ -26,6 +26,7 @@ from . import constants
 from .cluster.backend import ClusterBackend
 from .cluster.etcd import EtcdBackend, EtcdBackendConfig
 from .cluster.lan import Cluster, ClusterConfig
+from .cluster.rollouts import RolloutWatch
 from .cluster.secret import generated_secret
 from .cluster.storeurl import StoreConfig
 from .control.api import Api
@@ -125,6 +126,7 @@ class Daemon(Reconciler):
         self._api = None
         self.apikey: str | None = None  # the API's key, once the API runs
         self.cluster: ClusterBackend | None = None
+        self._rollout_watch: RolloutWatch | None = None
         self.events = EventWatch(config.node)
         self.notifier = Notifier(config.notify, config.node)
         self.metrics = Metrics(config.node) if config.metrics else None
@@ -332,6 +334,9 @@ class Daemon(Reconciler):
         if self.metrics is not None:
             self.metrics.serve(self.config.metrics or "")
         self.start_cluster()
+        self._rollout_watch = RolloutWatch(lambda: self.ask_cluster("status", {}), self.wake,
+                                           self.rollouts.busy, self.rollouts.due).start()
+        self.rollouts.peers = self._rollout_watch.records  # the rollouts' view of the peers
         self.start_watching()
         self.pull_in_background(self.wake)
         self.pruner.in_background()
@@ -421,6 +426,9 @@ class Daemon(Reconciler):
         api, self._api = self._api, None
         if api is not None:
             api.close()
+        watch, self._rollout_watch = self._rollout_watch, None
+        if watch is not None:
+            watch.close()
         cluster, self.cluster = self.cluster, None
         if cluster is not None:
             cluster.close()

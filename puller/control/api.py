@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
@@ -61,6 +62,8 @@ class NodeControl(Protocol):
     def ask_cluster(self, kind: str, body: dict) -> list[dict]: ...  # every other node
 
     def peers(self) -> list[dict]: ...  # the peer table
+
+    def rollout(self, name: str) -> dict | None: ...  # where its rollout stands, if it has one
 
 
 class Api:
@@ -268,7 +271,37 @@ def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
     results += api.node.ask_cluster("pull", {"service": name})
     if name not in api.node.scan().services:
         raise ApiProblem(404, f"no service {name!r} is defined")
-    return 200, {"service": name, "nodes": results}
+    answer = {"service": name, "nodes": results}
+    if "wait=0" not in request.query.split("&"):  # a rollout: wait for it to end
+        digests = {r["registry_digest"] for r in results if r.get("registry_digest")}
+        rollout = await_rollout(api.node, name, digests)
+        if rollout is not None:
+            answer["rollout"] = rollout
+    return 200, answer
+
+
+def await_rollout(node: "NodeControl", name: str, digests: set[str],
+                  timeout: float = constants.API_PASS_TIMEOUT) -> dict | None:
+    """This node's view of ``name``'s rollout once it ended for its current
+    definition (and for the registry's digest, when known); None without a rollout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = node.rollout(name)
+        if view is None:
+            return None
+        release = view.get("release") or {}
+        if (view.get("ended") and release.get("definition") == view.get("definition")
+                and (not digests or release.get("digest") in digests)):
+            return {**view, "ok": _succeeded(view)}
+        if time.monotonic() > deadline:
+            return {**view, "ok": False, "timed_out": timeout}
+        time.sleep(0.25)
+
+
+def _succeeded(view: dict) -> bool:
+    """Every node of the rollout runs the release."""
+    return not view.get("halted") and all(
+        item.get("state") == "done" for item in (view.get("nodes") or {}).values())
 
 
 route("GET", "/v1/propagate-and-pull/{name}")(pull_everywhere)  # the original's path

@@ -40,6 +40,7 @@ from .pruner import Pruner
 from .pulled import PulledImages
 from .pulls import PullJobs
 from .report import PassReport
+from .rollouts import Gated, Rollouts
 from .tracked import resolve_services
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Reconciler:
         self.known_images: dict[str, Image] = {}  # by id: images never change
         self.unknown_images: set[str] = set()  # ids docker no longer has: not asked again
         self.deploy_jobs: DeployJobs | None = None
+        self.rollouts = Rollouts(os.path.join(config.state_dir, "rollouts.json"), config.node,
+                                 self.history, config.container_name)
 
     def tick(self, now: float | None = None, pull_due: bool = False,
              check: Iterable[str] = (), pushes: Iterable[Push] = (),
@@ -118,27 +121,28 @@ class Reconciler:
         remotes = self._check_registries(services, now, pull_due, check, pushes)
         # before the containers are read: what a job that ended did is in them
         finished, deploying = self.deploy_jobs.take() if self.deploy_jobs else ([], {})
-        images, pulls, containers = self._read_facts(services, remotes)
+        # a service with a rollout: pinned to its release's digest, held, or reverted
+        gated = self.rollouts.gate(scan.services, services, self.freshness.remotes(), now,
+                                   self._local_digest)
+        images, pulls, containers = self._read_facts(gated.services, remotes)
         kept_before = _kept(self.memory)
-        for name, image_id in (approvals or {}).items():
-            self.memory = approve(self.memory, name, image_id)
-        the_plan = leave_alone(
-            plan(services, containers, images, self.memory, now,
-                 defined=scan.services.keys(), broken=scan.broken, complete=scan.complete,
-                 remotes=self.freshness.remotes(),
+        self.memory = _approved(self.memory, approvals or {})
+        the_plan = leave_alone(gated.explain(
+            plan(gated.services, containers, images, self.memory, now,
+                 defined=scan.services.keys(), broken=scan.broken | set(gated.held),
+                 complete=scan.complete, remotes=self.freshness.remotes(),
                  container_name=self.config.container_name, pulling=self.pulling(),
-                 waiting=waiting, known=self._made_from(services, images, containers)),
+                 waiting=waiting, known=self._made_from(gated.services, images, containers))),
             deploying, now)
         outcomes = self._execute(the_plan, finished, deploying, now)
         if outcomes and self.deploy_jobs is None:  # what runs now, for status
             containers = self.docker.containers(self.config.node)
-        announced = self._remember(the_plan, pulls, outcomes, services, images, containers,
+        announced = self._remember(the_plan, pulls, outcomes, gated.services, images, containers,
                                    kept_before, now)
-        self.history.observe(
-            {name: definition_fields(service) for name, service in services.items()},
-            self._deployed(services, images, containers), now)
+        self._observe(services, gated, images, containers, now)
         # after the history has the new release: the last N releases count it
-        self.pruner.after_pass(outcomes, {s.image_ref for s in scan.services.values()})
+        self.pruner.after_pass(outcomes, {s.image_ref for s in scan.services.values()}
+                               | {s.image_ref for s in gated.services.values()})
         faults = self._faults(scan, the_plan)
         self.faults.update(faults)
         report = PassReport(scan, the_plan, now, self.freshness.remotes(), images,
@@ -147,6 +151,17 @@ class Reconciler:
                             frozenset(deploying))
         self.last_report = report
         return report
+
+    def _observe(self, services: Mapping[str, Service], gated: Gated,
+                 images: Mapping[str, Image | None], containers: list[Container],
+                 now: float) -> None:
+        """Rollouts settle (a release taken here proven or failed); the history
+        records the file's fields, and only a release taken for them."""
+        self.rollouts.settle(gated, containers, images, self.memory.failures, now)
+        deployed = self._deployed(gated.services, images, containers)
+        self.history.observe(
+            {name: definition_fields(service) for name, service in services.items()},
+            {name: digest for name, digest in deployed.items() if gated.taken(name)}, now)
 
     def _remember(self, the_plan: Plan, pulls: list[Outcome], outcomes: list[Outcome],
                   services: Mapping[str, Service], images: Mapping[str, Image | None],
@@ -241,6 +256,14 @@ class Reconciler:
             containers = containers_read.result()
         return images, pulls, containers
 
+    def _local_digest(self, ref: str) -> str | None:
+        """The registry digest the local image of ``ref`` is known by (one docker call)."""
+        try:
+            return release_digest(ref, self.docker.images([ref]).get(ref), None)
+        except PullerError as exc:
+            log.debug("cannot inspect %s: %s", ref, exc)
+            return None
+
     def pull_in_background(self, on_done: Callable[[], None]) -> None:
         """From now on pulls run as background jobs; ``on_done`` when one ends."""
         if self.pull_jobs is None:
@@ -309,6 +332,9 @@ class Reconciler:
         node = {"node": self.config.node, "directory": self.config.directory,
                 "passes": self.passes, "last_pass": report.at if report else None,
                 "services": {}}
+        rollouts = self.rollouts.status()
+        if rollouts:
+            node["rollouts"] = rollouts
         if report is None:
             return node
         errors = {step.service: step.reason for step in report.plan.steps
@@ -329,6 +355,10 @@ class Reconciler:
                 node["services"][name] = self._service_status(
                     service, report, containers.get(name), running, errors.get(name))
         return node
+
+    def rollout(self, name: str) -> dict | None:
+        """Where the rollout of ``name`` stands, as this node sees it (None: no rollout)."""
+        return self.rollouts.status().get(name, {}).get("view")
 
     def _running_images(self, report: PassReport, containers: Iterable[Container]
                         ) -> dict[str, Image]:
@@ -372,6 +402,13 @@ class Reconciler:
             "checked_at": remote.checked_at if remote else None,
             "error": error or (remote.error if remote else None),
         }
+
+
+def _approved(memory: Memory, approvals: Mapping[str, str]) -> Memory:
+    """The memory with the updates a person approved (service → image id)."""
+    for name, image_id in approvals.items():
+        memory = approve(memory, name, image_id)
+    return memory
 
 
 def _kept(memory: Memory) -> tuple:
