@@ -208,7 +208,9 @@ def test_a_failure_in_the_second_wave_rolls_the_first_back(fleet, images, cleanu
                what="the canary to roll back")
     wait_until(lambda: view(nodes[0])["nodes"][nodes[0].node]["state"] == "reverted",
                timeout=10, what="the canary to report its rollback")
-    assert image_of(nodes[1]) == v1 and running(nodes[1])  # put back by its own planner
+    # put back by its own planner (a background job: it may end a pass later)
+    wait_until(lambda: image_of(nodes[1]) == v1 and running(nodes[1]), timeout=20,
+               what="the failed node to run its old container again")
     assert container(nodes[2])["Id"] == untouched  # never reached
     result = pull_all(nodes[2])
     assert result.returncode != 0
