@@ -264,7 +264,8 @@ class Daemon(Reconciler):
             self.cluster.sync_dir()  # version local edits, push them to peers
         started = time.monotonic()
         report = super().tick(now, pull_due, check, pushes, approvals)
-        self.notifier.notify(self.events.update(report))  # never waits: a worker sends
+        events = self.events.update(report) + self.events.halted(self.rollouts.status(), report)
+        self.notifier.notify(events)  # never waits: a worker sends
         if self.metrics is not None:
             self.metrics.observe(report, time.monotonic() - started, len(self.peers()))
         return report

@@ -12,6 +12,7 @@ the loop.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import queue
 import threading
@@ -38,6 +39,7 @@ class Kind(enum.Enum):
     REGISTRY_DOWN = "registry unreachable"
     REGISTRY_BACK = "registry recovered"
     NEW_IMAGE = "new image available"  # under update: notify|manual, once per image
+    ROLLOUT_HALTED = "rollout halted"  # told by the node it failed on, once per release
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class EventWatch:
     ran: dict[str, Version] = field(default_factory=dict)  # what each service ran
     before: dict[str, Version] = field(default_factory=dict)  # what it ran before its deploy
     faults: dict[str, str] = field(default_factory=dict)  # the faults already told
+    told: set[tuple[str, str]] = field(default_factory=set)  # rollouts halted, already told
 
     def update(self, report: PassReport) -> list[Event]:
         events = [event for outcome in report.outcomes
@@ -105,6 +108,24 @@ class EventWatch:
             if name not in told and name not in report.deploying:
                 self.ran[name] = version
         self.faults = dict(report.faults)
+        return events
+
+    def halted(self, rollouts: dict[str, dict], report: PassReport) -> list[Event]:
+        """A rollout that halted because it failed on this node, told once per
+        release (by this node only: every node sees the halt, one tells it)."""
+        events = []
+        for name, rollout in sorted(rollouts.items()):
+            view = rollout.get("view") or {}
+            release = json.dumps(view.get("release"), sort_keys=True)
+            halted = view.get("halted") or ""
+            if not halted.startswith(f"failed on {self.node}: ") or (name, release) in self.told:
+                continue
+            self.told.add((name, release))
+            digest = (view.get("release") or {}).get("digest")
+            new = Version(None, digest) if digest else None
+            events.append(self._event(Kind.ROLLOUT_HALTED, name, report, old=self.ran.get(name),
+                                      new=new, why=f"{halted}; the nodes not yet reached keep "
+                                                   "their release"))
         return events
 
     def _event(self, kind: Kind, name: str, report: PassReport, **fields) -> Event:

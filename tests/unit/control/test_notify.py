@@ -188,3 +188,21 @@ def test_a_deploy_in_the_background_still_names_the_version_it_replaced():
                                    containers=mid.containers, deploying=frozenset({"web"}))) == []
     events = watch.update(report(service("v2"), v2, [deploy(service("v2"), v2)]))
     assert [(e.kind, e.old.tag, e.new.tag) for e in events] == [(Kind.DEPLOYED, "v1", "v2")]
+
+
+def halted_rollout(node: str, digest: str = "sha256:" + "c" * 64) -> dict:
+    return {"web": {"state": "failed", "view": {
+        "release": {"definition": "d1", "digest": digest},
+        "halted": f"failed on {node}: exited with code 3"}}}
+
+
+def test_a_halted_rollout_is_told_once_by_the_node_it_failed_on():
+    svc, img = service(), image("v1", "sha256:" + "a" * 64)
+    here, there = EventWatch("roll-1"), EventWatch("roll-2")
+    events = here.halted(halted_rollout("roll-1"), report(svc, img))
+    assert [e.kind for e in events] == [Kind.ROLLOUT_HALTED]
+    assert "web on roll-1" in events[0].text() and "exited with code 3" in events[0].text()
+    assert here.halted(halted_rollout("roll-1"), report(svc, img)) == []  # once
+    assert there.halted(halted_rollout("roll-1"), report(svc, img)) == []  # not by the others
+    again = here.halted(halted_rollout("roll-1", "sha256:" + "d" * 64), report(svc, img))
+    assert len(again) == 1  # another release halting is news
