@@ -1,11 +1,14 @@
 """Files written safely: a synced temp file beside the target, then a rename
-(replace) or a link (create only if absent), then the directory synced."""
+(replace) or a link (create only if absent), then the directory synced; and
+puller's JSON state files read back, a bad one told and never fatal."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
+from typing import Any, Callable
 
 
 def write_temporary(path: str, text: str, mode: int) -> str:
@@ -75,3 +78,21 @@ def remove_if_present(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def read_json_object(path: str, bad: Callable[[str], None]) -> dict[str, Any]:
+    """The JSON object in ``path``: ``{}`` when there is no such file, and when
+    it cannot be read or holds something else, after ``bad(why)`` (the caller
+    says what it does instead: start afresh, set the file aside)."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        bad(f"cannot be read ({exc})")
+        return {}
+    if not isinstance(data, dict):
+        bad("is not a JSON object")
+        return {}
+    return data

@@ -25,7 +25,7 @@ from typing import Iterable
 from .. import constants
 from ..backoff import next_backoff
 from ..errors import PullerError
-from ..fsutil import write_atomically
+from ..fsutil import read_json_object, write_atomically
 from .freshness import Freshness
 from .reference import is_tag
 from .versions import best_tag
@@ -82,16 +82,8 @@ class Tracker:
     def _load(self) -> dict[str, dict]:
         if self.path is None:
             return {}
-        try:
-            with open(self.path) as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("%s cannot be read (%s); tracked services resolve again", self.path, exc)
-            return {}
-        if not isinstance(data, dict):
-            return {}
+        data = read_json_object(self.path, lambda why: log.warning(
+            "%s %s; tracked services resolve again", self.path, why))
         return {key: entry for key, entry in data.items()
                 if isinstance(entry, dict) and isinstance(entry.get("tag"), str)
                 and isinstance(entry.get("at"), (int, float))}

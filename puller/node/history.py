@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from .. import constants
 from ..errors import PullerError
-from ..fsutil import write_atomically
+from ..fsutil import read_json_object, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +109,8 @@ class History:
         self.entries: dict[str, list[dict]] = self._load()
 
     def _load(self) -> dict[str, list[dict]]:
-        try:
-            with open(self.path) as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("history %s cannot be read (%s); starting a new one", self.path, exc)
-            return {}
-        if not isinstance(data, dict):
-            return {}
+        data = read_json_object(self.path, lambda why: log.warning(
+            "history %s %s; starting a new one", self.path, why))
         return {name: [e for e in entries if _valid_entry(e)]
                 for name, entries in data.items() if isinstance(entries, list)}
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from ..fsutil import write_atomically
+from ..fsutil import read_json_object, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,7 @@ class PulledImages:
         self._entries: dict[str, dict] = self._load()
 
     def _load(self) -> dict[str, dict]:
-        try:
-            with open(self.path) as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            self._set_aside(f"cannot be read ({exc})")
-            return {}
-        if not isinstance(data, dict):
-            self._set_aside("is not a JSON object")
-            return {}
+        data = read_json_object(self.path, self._set_aside)
         return {key: value for key, value in data.items() if _valid(key, value)}
 
     def _set_aside(self, why: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 from .. import constants
 from ..errors import DefinitionError
-from ..fsutil import write_atomically
+from ..fsutil import read_json_object, write_atomically
 from .container import Container, Image
 from .definitions import Service, definition_fields, parse_definition, render_definition
 from .history import History, without_pin
@@ -262,17 +262,8 @@ class Rollouts:
             log.warning("cannot write the rollout memory %s: %s", self.path, exc)
 
     def _load(self) -> dict[str, Mine]:
-        try:
-            with open(self.path) as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("the rollout memory %s cannot be read (%s); starting without it",
-                        self.path, exc)
-            return {}
-        if not isinstance(data, dict):
-            return {}
+        data = read_json_object(self.path, lambda why: log.warning(
+            "the rollout memory %s %s; starting without it", self.path, why))
         return {str(name): Mine.from_json(item) for name, item in data.items()}
 
     def status(self) -> dict[str, dict]:
