@@ -263,6 +263,12 @@ def _detail(exc: BaseException | None) -> str:
     return str(getattr(exc, "detail_text", None) or exc)
 
 
+# How a plain-HTTP request to a TLS port ends: the server answers in words, hangs up before
+# answering, or resets the connection (which one depends on timing).
+PLAIN_TO_TLS_SIGNS = ("HTTP request to an HTTPS", "RemoteDisconnected", "Connection aborted",
+                      "Connection reset")
+
+
 def _explain(exc: BaseException | None, config: StoreConfig) -> str:
     """Why a request failed, with the setting that fixes a TLS mismatch."""
     detail = _detail(exc)
@@ -273,7 +279,7 @@ def _explain(exc: BaseException | None, config: StoreConfig) -> str:
                                            or "CERTIFICATE_REQUIRED" in detail):
         return (f"etcd ended the TLS handshake ({detail}); it may want a client certificate: "
                 "give one with -store-cert and -store-key")
-    if not config.tls and ("RemoteDisconnected" in detail or "HTTP request to an HTTPS" in detail):
+    if not config.tls and any(sign in detail for sign in PLAIN_TO_TLS_SIGNS):
         return (f"{detail}; if etcd speaks TLS, give its CA with -store-ca (and a client "
                 "certificate with -store-cert and -store-key, if it wants one)")
     return detail
