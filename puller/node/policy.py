@@ -50,7 +50,10 @@ def asked_for(service: Service) -> str:
     """The image as the definition asks for it, recorded on the container
     (``io.puller.ref``): a different one later means a person edited it. A
     tracked service asks for its range (``repo track ^1.2``): a newer tag the
-    range finds is a new image, not an edit."""
+    range finds is a new image, not an edit. A rollout that pinned the digest its
+    leader's registry check found keeps what the file asks for (``asked_ref``)."""
+    if service.asked_ref:
+        return service.asked_ref
     if service.track and not service.digest:
         return f"{service.repo} track {service.track}"
     return service.image_ref

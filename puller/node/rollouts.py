@@ -28,6 +28,7 @@ from .container import Container, Image
 from .definitions import Service, definition_fields, parse_definition, render_definition
 from .history import History, without_pin
 from .planner import Action, Failure, Plan, Step, config_hash
+from .policy import asked_for
 from .rolloutgate import (DONE, FAILED, PROVING, REVERTED, STATES, WAITING, Decision,
                           KnownFailure, Kind, NodeState, Release, Situation, choose_release,
                           decide, definition_id, merge_failures, rollout_view)
@@ -122,6 +123,7 @@ class Rollouts:
         self.recheck_at: float | None = None
         self._busy: bool | None = None  # None: no rollout; else whether one goes on
         self._told: dict[str, str] = {}  # the hold last logged, by service
+        self._situations: dict[str, tuple[Situation, str]] = {}  # the last gate's, by service
 
     def gate(self, every: Mapping[str, Service], services: Mapping[str, Service],
              remotes: Mapping[str, Any], now: float,
@@ -132,6 +134,7 @@ class Rollouts:
         peers = self.peers()
         ready, peers = peers is not None, peers or {}
         mine, views, rechecks, busy = dict(self.mine), {}, [], not ready
+        situations: dict[str, tuple[Situation, str]] = {}
         for name, service in sorted(every.items()):
             if service.rollout is None:
                 continue
@@ -150,16 +153,18 @@ class Rollouts:
                 decision = decide(situation, release, local, _node_state(memo, now)) if ready \
                     else Decision(Kind.HOLD, release, f"rollout of {name}: waiting to hear "
                                                       "from the other nodes")
-                memo = self._apply(gated, service, decision, memo, now)
+                own = (situation.leader() == self.node and not service.digest
+                       and candidate is not None and decision.release == candidate)
+                memo = self._apply(gated, service, decision, memo, now, policed=own)
                 if decision.recheck_at is not None:
                     rechecks.append(decision.recheck_at)
             mine[name] = memo
-            situation = dataclasses.replace(
-                situation, states={**situation.states, self.node: _node_state(memo, now)})
-            views[name] = {**rollout_view(situation, release), "definition": local}
+            situations[name] = (situation, local)
+            views[name] = _view(situation, local, memo, now)
             busy = busy or not views[name]["ended"]
         with self._lock:
             self.views, self.recheck_at = views, min(rechecks, default=None)
+            self._situations = situations
             self._busy = busy if views else None
             self._keep(mine)
         return gated
@@ -182,12 +187,17 @@ class Rollouts:
                          now), local
 
     def _apply(self, gated: Gated, service: Service, decision: Decision, memo: Mine,
-               now: float) -> Mine:
-        """The decision on the planner's services; this node's memory after it."""
+               now: float, policed: bool = False) -> Mine:
+        """The decision on the planner's services; this node's memory after it.
+        ``policed``: the release is the new image this node's (the leader's) own registry
+        check found, so the service's update policy gates it here; the other nodes follow
+        the release the leader ran."""
         name = service.name
         gated.decisions[name] = decision
         if decision.kind is Kind.TAKE and decision.release is not None:
-            gated.services[name] = dataclasses.replace(service, digest=decision.release.digest)
+            gated.services[name] = dataclasses.replace(
+                service, digest=decision.release.digest,
+                asked_ref=asked_for(service) if policed else None)
             if memo.state == WAITING:
                 log.info("%s: %s", name, decision.reason)
                 return dataclasses.replace(memo, state=PROVING, since=now, error=None,
@@ -247,6 +257,9 @@ class Rollouts:
                 end = memo.window + _health_timeout(service) if memo.state == PROVING else now
                 if memo != self.mine.get(name) or memo.state == PROVING:
                     self.recheck_at = min(self.recheck_at or end, end)
+                if memo != self.mine.get(name) and name in self._situations:
+                    # status shows this node's new state now, not after the next pass
+                    self.views[name] = _view(*self._situations[name], memo, now)
             self._keep(mine)
 
     def _keep(self, mine: dict[str, Mine]) -> None:
@@ -291,6 +304,13 @@ def _candidate(service: Service, local: str, remotes: Mapping[str, Any]) -> Rele
     remote = remotes.get(service.image_ref)
     digest = getattr(remote, "digest", None)
     return Release(local, digest) if digest else None
+
+
+def _view(situation: Situation, local: str, memo: Mine, now: float) -> dict:
+    """The rollout as this node sees it, with its own state as it is now."""
+    situation = dataclasses.replace(
+        situation, states={**situation.states, situation.me: _node_state(memo, now)})
+    return {**rollout_view(situation, memo.release), "definition": local}
 
 
 def _node_state(memo: Mine, now: float) -> NodeState:

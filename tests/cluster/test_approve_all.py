@@ -53,3 +53,44 @@ def test_approve_all_deploys_the_waiting_image_on_every_node(daemons, registry, 
     assert all(a["approved"] and a["changed"] for a in answers.values()), answers
     new = image_id(f"{repo}:live")
     assert new != old and image_of(first) == new and image_of(second) == new
+
+
+def test_under_a_rollout_one_approval_on_the_first_node_takes_the_fleet(daemons, registry,
+                                                                       cleanup, tmp_path):
+    """The rollout's first node holds the new image for approval; approved there, the
+    other node follows in its wave, pinned to the same digest, without asking again."""
+    repo = f"{registry.host}/approve-roll-{cleanup.run_id}"
+    publisher = repo.replace("127.0.0.1", "localhost")
+    build_image(f"{publisher}:live", "one", labels={constants.OCI_VERSION_LABEL: "1.0.0"})
+    state = str(tmp_path / "state")
+    first = daemons("apr-1", *PLAY, state=state)
+    second = daemons("apr-2", *PLAY, f"-join=127.0.0.1:{first.port}", state=state)
+    nodes = [first, second]
+    text = (definition("rolled", repo, tag="live", label=cleanup.label)
+            + "update: manual\nhealth_timeout: 1\nrollout: {canary: 1, parallel: 1}\n")
+    first.write("rolled", text)
+    wait_converged(nodes, "rolled", text)
+
+    def image_of(daemon) -> str | None:
+        return (inspect(f"{daemon.node}-rolled") or {}).get("Image")
+
+    wait_until(lambda: all(image_of(d) for d in nodes), timeout=30, what="both to deploy")
+    old = image_of(first)
+    build_image(f"{publisher}:live", "two", labels={constants.OCI_VERSION_LABEL: "2.0.0"})
+
+    def update_on_first() -> dict | None:
+        [mine] = [n for n in _cluster(first)["nodes"] if n.get("node") == first.node]
+        return (mine.get("services", {}).get("rolled") or {}).get("update")
+
+    wait_until(update_on_first, timeout=30, what="the first node to hold the new image")
+    assert update_on_first()["available"] == "2.0.0"
+    assert image_of(first) == old and image_of(second) == old
+
+    result = subprocess.run([sys.executable, "-m", "puller", f"-port={first.port}",
+                             f"-state-dir={first.state_dir}", "approve", "rolled"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    new = image_id(f"{publisher}:live")  # pinned pulls (repo@digest) tag nothing locally
+    wait_until(lambda: image_of(second) == new, timeout=30,
+               what="the second node to follow the approved release")
+    assert new != old and image_of(first) == new

@@ -46,10 +46,12 @@ class Node:
 
     def web(self, service: str, repo: str, tag: str = "v1", port: int | None = None,
             extra: str = "", node: str = "", health_timeout: float | None = 0,
-            command: str = "httpd -f -p 80 -h /www", update: str | None = None) -> int:
+            command: str = "httpd -f -p 80 -h /www", update: str | None = None,
+            rollout: str | None = None) -> int:
         """Write an httpd service publishing ``port`` (a free one by default).
         ``health_timeout`` 0 (the tests' default) removes a predecessor at once;
-        ``update`` is its update policy (auto when None)."""
+        ``update`` is its update policy (auto when None); ``rollout`` its rollout
+        field as YAML flow text."""
         port = port or free_port()
         bash = (f"docker run -p 127.0.0.1:{port}:80 {extra} --init --label {self.cleanup.label} "
                 f"{repo} {command}")
@@ -58,6 +60,8 @@ class Node:
             fields["health_timeout"] = str(health_timeout)
         if update is not None:
             fields["update"] = update
+        if rollout is not None:
+            fields["rollout"] = rollout
         self.write(service, **fields)
         return port
 

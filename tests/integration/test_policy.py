@@ -72,6 +72,30 @@ def test_manual_keeps_the_old_container_until_puller_approve(live_node, registry
     assert code == 409 and "no new image of man waits" in answer["error"]
 
 
+def test_a_rollout_waits_for_the_approval_of_a_new_image(live_node, registry, cleanup):
+    """The rollout's leader (here the only node) pins the digest its registry check
+    found: that pin is the new image, not a person's edit, so `manual` holds it."""
+    path = f"rolled-{cleanup.run_id}"
+    publish(registry.host, path, "live", "one", "1.0.0")
+    node = live_node(interval=0.5)
+    port = node.web("rolled", f"{registry.host}/{path}", tag="live", update="manual",
+                    health_timeout=1, rollout="{canary: 1, parallel: 1}")
+    serving(port, "one")  # the first deploy is never held
+    before = container_id(node, "rolled")
+    publish(registry.host, path, "live", "two", "2.0.0")
+    wait_until(lambda: update_of(node, "rolled"), timeout=15,
+               what="the new image to wait for approval")
+    time.sleep(1.5)  # several passes, each asking the registry
+    assert fetch(port) == "one" and container_id(node, "rolled") == before
+    assert update_of(node, "rolled")["available"] == "2.0.0"
+
+    approved = cli(node, "approve", "rolled")
+    assert approved.returncode == 0, approved.stderr
+    wait_until(lambda: fetch(port) == "two", timeout=15, what="the approved image to serve")
+    wait_until(lambda: (node.daemon.rollout("rolled") or {}).get("ended"),
+               timeout=15, what="the rollout to end")
+
+
 def test_approve_all_asks_every_node(live_node, registry, cleanup):
     path = f"all-{cleanup.run_id}"
     publish(registry.host, path, "live", "one", "1.0.0")

@@ -62,6 +62,24 @@ def test_a_later_wave_is_held_and_the_plan_says_why(tmp_path):
     assert taken.services["web"].digest == D1
 
 
+def test_the_leader_s_own_new_image_stays_under_the_update_policy_a_follower_s_does_not(
+        tmp_path):
+    """The first node pins what its registry check found: that is a new image, which
+    `update: manual` holds; a later node follows the release the first one ran."""
+    leader = gate(make(tmp_path, "roll-1"), web()).services["web"]
+    assert leader.digest == D1 and leader.asked_ref == "reg/web:v1"
+    peers = {"roll-1": (100.0, {"web": {"release": None, "state": "waiting"}})}
+    follower = make(tmp_path, "roll-2", peers)
+    gate(follower, web())
+    release = {"definition": follower.status()["web"]["view"]["definition"], "digest": D1}
+    peers["roll-1"] = (100.0, {"web": {"release": release, "state": "done", "since": 99}})
+    taken = gate(follower, web(), digest=D2).services["web"]
+    assert taken.digest == D1 and taken.asked_ref is None
+    # a digest a person wrote is an edit, not a new image: never held by the policy
+    person = parse_definition(TEXT.format(tag="v1") + f"digest: '{D2}'\n", "defs/web.yml")
+    assert gate(make(tmp_path, "roll-0"), person).services["web"].asked_ref is None
+
+
 def test_not_before_the_peers_were_heard(tmp_path):
     rollouts = Rollouts(str(tmp_path / "r.json"), "roll-1",
                         History(str(tmp_path / "h.json"), "roll-1"), peers=lambda: None)
@@ -84,6 +102,8 @@ def test_proving_then_done_after_the_health_timeout_and_remembered(tmp_path):
     rollouts.settle(gate(rollouts, web(), now=102.5), [container],
                     {service.image_ref: image}, {}, 102.5)
     assert rollouts.status()["web"]["state"] == "done"
+    view = rollouts.status()["web"]["view"]
+    assert view["nodes"]["roll-1"]["state"] == "done" and view["ended"]
     saved = json.loads((tmp_path / "rollouts-roll-1.json").read_text())
     assert saved["web"]["state"] == "done" and saved["web"]["release"]["digest"] == D1
     again = make(tmp_path, "roll-1")
@@ -97,7 +117,9 @@ def test_a_failure_recorded_by_the_planner_fails_the_release_and_is_published(tm
     published = rollouts.status()["web"]
     assert published["state"] == "failed" and published["error"] == "exited with code 3"
     assert published["failed"][0]["node"] == "roll-1"
-    assert published["view"]["halted"] is None  # the view is the next pass's
+    # the view shows it at once, not after the next pass
+    assert published["view"]["halted"] == "failed on roll-1: exited with code 3"
+    assert published["view"]["nodes"]["roll-1"]["state"] == "failed"
     gate(rollouts, web(), now=101.0)
     assert rollouts.status()["web"]["view"]["halted"] == "failed on roll-1: exited with code 3"
 
