@@ -269,14 +269,19 @@ PLAIN_TO_TLS_SIGNS = ("HTTP request to an HTTPS", "RemoteDisconnected", "Connect
                       "Connection reset")
 
 
+# How a TLS handshake without the client certificate etcd wants ends: an alert, or the
+# connection closed or reset (which one depends on timing and the TLS version).
+NO_CLIENT_CERT_SIGNS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "EOF occurred",
+                        "Connection aborted", "Connection reset")
+
+
 def _explain(exc: BaseException | None, config: StoreConfig) -> str:
     """Why a request failed, with the setting that fixes a TLS mismatch."""
     detail = _detail(exc)
     if "CERTIFICATE_VERIFY_FAILED" in detail:
         return (f"etcd's certificate is not trusted ({detail}); give the CA that signed it "
                 "with -store-ca")
-    if config.tls and not config.cert and ("BAD_CERTIFICATE" in detail or "EOF occurred" in detail
-                                           or "CERTIFICATE_REQUIRED" in detail):
+    if config.tls and not config.cert and any(sign in detail for sign in NO_CLIENT_CERT_SIGNS):
         return (f"etcd ended the TLS handshake ({detail}); it may want a client certificate: "
                 "give one with -store-cert and -store-key")
     if not config.tls and any(sign in detail for sign in PLAIN_TO_TLS_SIGNS):

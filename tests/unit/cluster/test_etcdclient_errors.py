@@ -34,3 +34,14 @@ def test_an_untrusted_certificate_names_store_ca():
     config = StoreConfig(endpoints=PLAIN.endpoints, prefix="/puller", ca="/etc/ca.pem")
     failure = requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
     assert "not trusted" in _explain(failure, config)
+
+
+@pytest.mark.parametrize("failure", [
+    requests.exceptions.SSLError("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert"),
+    requests.exceptions.SSLError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] bad certificate"),
+    requests.exceptions.SSLError("EOF occurred in violation of protocol (_ssl.c:2427)"),
+    aborted(ConnectionResetError(104, "Connection reset by peer")),
+])
+def test_a_handshake_ended_for_want_of_a_client_certificate_names_store_cert(failure):
+    config = StoreConfig(endpoints=PLAIN.endpoints, prefix="/puller", ca="/etc/ca.pem")
+    assert "-store-cert" in _explain(failure, config)
