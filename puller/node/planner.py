@@ -65,6 +65,7 @@ class Step:
     image_ref: str | None = None  # for PULL: the ref to pull (and tag)
     digest: str | None = None  # for PULL: pull exactly this digest, then tag it as image_ref
     hold: Hold | None = None  # for HOLD: the update that waits (target: what would run)
+    fault: bool = True  # for WAIT: something is wrong (False: an image is on its way)
 
     def __str__(self) -> str:
         return f"{self.action.value} {self.service}: {self.reason}"
@@ -395,11 +396,9 @@ def _plan_without_image(service: Service, current: Container | None, memory: Mem
     error = memory.pull_errors.get(ref) or (remote.error if remote else None)
     why = ("pulling" if ref in pulling else f"pull failed: {error}" if error
            else "not pulled yet")
-    if current is not None:
-        return [Step(Action.WAIT, service.name,
-                     f"image {ref} is not available ({why}); keeping the current container",
-                     container=current)]
-    return [Step(Action.WAIT, service.name, f"image {ref} is not available ({why})")]
+    keeping = "; keeping the current container" if current is not None else ""
+    return [Step(Action.WAIT, service.name, f"image {ref} is not available ({why}){keeping}",
+                 container=current, fault=bool(error) and ref not in pulling)]
 
 
 def _plan_without_current(service: Service, previous: Container | None, target: Target,

@@ -322,7 +322,7 @@ class Reconciler:
                 faults[f"registry {ref}"] = (f"{ref}: cannot check without pulling "
                                              f"({remote.error}); falling back to docker pull")
         for step in the_plan.steps:
-            if step.action is Action.WAIT:
+            if step.action is Action.WAIT and step.fault:
                 faults[f"service {step.service}"] = f"{step.service}: {step.reason}"
         return faults
 

@@ -111,6 +111,20 @@ def test_missing_image_waits_and_keeps_the_running_container():
     assert actions(result) == [(Action.WAIT, "web")]
     assert "manifest unknown" in result.steps[0].reason
     assert "keeping the current container" in result.steps[0].reason
+    assert result.steps[0].fault  # logged as a fault: the pull failed
+
+
+def test_an_image_on_its_way_is_a_wait_but_no_fault():
+    web = service(tag="v2")
+    for current in (container(hash_="old"), None):
+        for pulling in (frozenset({"web:v2"}), frozenset()):
+            result = plan({"web": web}, [current] if current else [], {"web:v2": None},
+                          Memory(), 0, pulling=pulling)
+            [step] = result.steps
+            assert step.action is Action.WAIT and not step.fault, step
+    failed = plan({"web": web}, [], {"web:v2": None},
+                  Memory(pull_errors={"web:v2": "manifest unknown"}), 0)
+    assert failed.steps[0].fault
 
 
 def test_a_failed_update_is_not_retried_until_something_changes():
