@@ -43,12 +43,12 @@ from puller.daemon import Config, Daemon
 from puller.node.definitions import parse_definition
 from puller.images.freshness import RateLimit
 from puller.images.registry import MANIFEST_TYPES
+from bench.runner import write_report
 from bench.single_node import (BenchError, DaemonProcess, check_converged, converge, median, ms, swap,
                                wait_serving, web_line, write_definition)
 from tests.cluster.conftest import free_port_pair
 from tests.testenv import Cleanup, Engine, Registry, build_image, docker, image_id
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SETTLE = 0.5  # seconds for a daemon to finish the pass a staging push woke
 
 
@@ -78,15 +78,6 @@ def environment_line(env: dict) -> str:
             f"{loadavg()} at the end; {env['containers_start']} other container(s) running at "
             "the start (other sessions' tests may share the machine: compare the ratios, "
             "measured in the same run, rather than the absolute times).")
-
-
-def write_report(name: str, text: str) -> str:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, name)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def isolated_flags(root: str, name: str, port: int) -> list[str]:

@@ -36,6 +36,7 @@ from puller.daemon import Config, Daemon, PassReport
 from puller.node.definitions import parse_definition
 from puller.node.docker import Docker
 from puller.node.planner import Action
+from bench.runner import BenchError
 from tests.testenv import Cleanup, Engine, Registry, build_image, docker, fetch, free_port, wait_until
 
 POLL = 0.005  # seconds between HTTP polls
@@ -45,10 +46,6 @@ POLL = 0.005  # seconds between HTTP polls
 FETCH_TIMEOUT = 0.05
 SERVE_TIMEOUT = 30.0
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "single_node.md")
-
-
-class BenchError(Exception):
-    """The benchmark could not measure what it meant to: no numbers are printed."""
 
 
 # --- helpers -------------------------------------------------------------------------
