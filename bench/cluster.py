@@ -46,7 +46,7 @@ from tests.testenv import Cleanup, build_image, docker, free_port, wait_until
 POLL = 0.002  # seconds between looks at the files and the port
 TIMEOUT = 30.0  # seconds for a round to converge
 NODES = 3
-PEER_LINE = re.compile(r"INFO puller\.cluster: peer (\S+)")
+PEER_LINE = re.compile(r"INFO puller\.cluster\.peers: peer (\S+)")
 def versioned(text: str, since: float, service: str) -> float:
     """Seconds from ``since`` until node 1's log says it versioned the local edit."""
     for stamp, logger, message in log_lines(text, since):
@@ -320,7 +320,7 @@ def measure(bench: Bench, args) -> str:
     nodes = start_loopback(root, cleanup, daemons)
     wait_peers(nodes, timeout=30)
     results["loopback (-join)"] = bench_variant(nodes, cleanup, repo, args.rounds)
-    stop(nodes, expected=("no cluster secret",))
+    stop(nodes, expected=("no explicit cluster secret",))
 
     if args.netns:
         print("LAN: 3 network namespaces, zeroconf ...", file=sys.stderr, flush=True)

@@ -90,7 +90,7 @@ def isolated_flags(root: str, name: str, port: int) -> list[str]:
 RESET_BLOCK = "Exception occurred during processing of request from"
 
 
-def problems(log: str, expected: tuple[str, ...] = ("no cluster secret",)
+def problems(log: str, expected: tuple[str, ...] = ("no explicit cluster secret",)
              ) -> tuple[list[str], int]:
     """Log lines a healthy run does not have, and how many requests to the API
     were reset by their client (socketserver prints each with a traceback).
@@ -110,7 +110,7 @@ def problems(log: str, expected: tuple[str, ...] = ("no cluster secret",)
     return bad, resets
 
 
-def check_log(process, expected: tuple[str, ...] = ("no cluster secret",)) -> int:
+def check_log(process, expected: tuple[str, ...] = ("no explicit cluster secret",)) -> int:
     """Raise on problems in a daemon's log (a DaemonProcess, or tests.cluster's
     Daemon); returns the count of API requests reset by their client."""
     log = process.log()

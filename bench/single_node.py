@@ -158,7 +158,7 @@ def check_converged(report: PassReport, services: int, what: str) -> None:
 def problems(log: str) -> str:
     """WARNING and ERROR lines, but the expected start-up one of a node without a secret."""
     return "\n".join(line for line in log.splitlines()
-                     if ("WARNING" in line or "ERROR" in line) and "no cluster secret" not in line)
+                     if ("WARNING" in line or "ERROR" in line) and "no explicit cluster secret" not in line)
 
 
 def converge(daemon, services: int) -> None:
