@@ -29,10 +29,8 @@ import argparse
 import datetime
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -43,11 +41,11 @@ from puller.daemon import Config, Daemon
 from puller.node.definitions import parse_definition
 from puller.images.freshness import RateLimit
 from puller.images.registry import MANIFEST_TYPES
-from bench.runner import write_report
+from bench.runner import Bench, run
 from bench.single_node import (BenchError, DaemonProcess, check_converged, converge, median, ms, swap,
                                wait_serving, web_line, write_definition)
 from tests.cluster.conftest import free_port_pair
-from tests.testenv import Cleanup, Engine, Registry, build_image, docker, image_id
+from tests.testenv import Cleanup, Registry, build_image, docker, image_id
 
 SETTLE = 0.5  # seconds for a daemon to finish the pass a staging push woke
 
@@ -560,6 +558,22 @@ def _counts(counts: dict) -> str:
 # --- main ----------------------------------------------------------------------------
 
 
+def measure(bench: Bench, args) -> str:
+    root, cleanup, plain = bench.root, bench.cleanup, bench.registry
+    # torn down in this order: processes, registries, daemons; then the cleanup, which
+    # also removes the images (staged ones by id) after the containers
+    daemons: list[Daemon] = bench.tracked("close")
+    registries: list[Registry] = bench.tracked("close")
+    processes: list[DaemonProcess] = bench.tracked("stop")
+    env = environment()
+    print("a. push → serving ...", file=sys.stderr, flush=True)
+    push = bench_push(root, cleanup, plain, args.rounds, registries, processes, cleanup.images)
+    print(f"b. idle freshness check, {args.services} services ...", file=sys.stderr,
+          flush=True)
+    idle = bench_idle(root, cleanup, plain, args.services, args.passes, daemons)
+    return render(args, env, push, idle)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.freshness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -571,45 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.services < 1 or args.passes < 1:
         parser.error("--rounds, --services and --passes must be positive")
 
-    engine = Engine()
-    plain = Registry()
-    cleanup = Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    registries: list[Registry] = []
-    processes: list[DaemonProcess] = []
-    daemons: list[Daemon] = []
-    images: list[str] = []
-    try:
-        engine.ensure()
-        env = environment()
-        plain.start()
-        print("a. push → serving ...", file=sys.stderr, flush=True)
-        push = bench_push(root, cleanup, plain, args.rounds, registries, processes, images)
-        print(f"b. idle freshness check, {args.services} services ...", file=sys.stderr,
-              flush=True)
-        idle = bench_idle(root, cleanup, plain, args.services, args.passes, daemons)
-        text = render(args, env, push, idle)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError,
-            OSError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        for process in processes:
-            process.stop()
-        for registry in registries:
-            registry.close()
-        for daemon in daemons:
-            daemon.close()
-        cleanup.close()
-        if images:
-            docker("image", "rm", "--force", *sorted(set(images)), check=False)
-        plain.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_report("freshness.md", text)
-    return 0
+    return run("freshness.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":
