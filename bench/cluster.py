@@ -30,26 +30,23 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
 from puller import constants
 from puller.node.definitions import parse_definition
-from bench.freshness import (StartEvents, check_log, environment, environment_line, log_lines, p90,
-                             write_report)
-from bench.single_node import BenchError, fetch_quietly, median, ms, wait_serving, web_line
+from bench.freshness import StartEvents, check_log, environment, environment_line, log_lines, p90
+from bench.runner import Bench, BenchError, run, start_nodes, write_secret
+from bench.single_node import fetch_quietly, median, ms, wait_serving, web_line
 from tests.cluster.conftest import Daemon, free_port_pair
 from tests.netns import Lan
-from tests.testenv import Cleanup, Engine, Registry, build_image, docker, free_port, wait_until
+from tests.testenv import Cleanup, build_image, docker, free_port, wait_until
 
 POLL = 0.002  # seconds between looks at the files and the port
 TIMEOUT = 30.0  # seconds for a round to converge
 NODES = 3
-PEER_LINE = re.compile(r"INFO puller\.cluster: peer (\S+)")
+PEER_LINE = re.compile(r"INFO puller\.cluster\.peers: peer (\S+)")
 def versioned(text: str, since: float, service: str) -> float:
     """Seconds from ``since`` until node 1's log says it versioned the local edit."""
     for stamp, logger, message in log_lines(text, since):
@@ -194,43 +191,31 @@ def bench_variant(nodes: list[Daemon], cleanup: Cleanup, repo: str, rounds: int)
 
 def start_loopback(root: str, cleanup: Cleanup, daemons: list[Daemon]) -> list[Daemon]:
     cluster = f"-cluster=bench-{uuid.uuid4().hex[:8]}"
-    nodes: list[Daemon] = []
-    for i in range(NODES):
-        name = f"bcl{i + 1}-{cleanup.run_id[:6]}"
-        cleanup.nodes.append(name)
-        directory = os.path.join(root, f"loop-{i + 1}")
-        os.makedirs(directory)
+
+    def make(i: int, name: str, directory: str, nodes: list[Daemon]) -> Daemon:
         join = [f"-join=127.0.0.1:{nodes[0].port}"] if nodes else []
-        node = Daemon(name, directory, free_port_pair(),
+        return Daemon(name, directory, free_port_pair(),
                       ["-zeroconf=false", "-interval=600", "-verbose",
                        "-name-template={node}-{service}", cluster,
                        # one state dir, as the play setup's default: one generated secret
                        f"-state-dir={os.path.join(root, 'loop-state')}", *join],
                       os.path.join(root, f"loop-{i + 1}.log"))
-        daemons.append(node)
-        nodes.append(node.start())
-    return nodes
+
+    return start_nodes(root, cleanup, daemons, "bcl", "loop", NODES, make)
 
 
 def start_lan(root: str, cleanup: Cleanup, lan: Lan, daemons: list[Daemon]) -> list[Daemon]:
-    secret = os.path.join(root, "secret")
-    with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(f"bench-{uuid.uuid4().hex}\n")
+    secret = write_secret(root)
     cluster = f"-cluster=bench-{uuid.uuid4().hex[:8]}"
-    nodes = []
-    for i in range(NODES):
-        name = f"bln{i + 1}-{cleanup.run_id[:6]}"
-        cleanup.nodes.append(name)
-        directory = os.path.join(root, f"lan-{i + 1}")
-        os.makedirs(directory)
-        node = Daemon(name, directory, constants.DEFAULT_PORT,
+
+    def make(i: int, name: str, directory: str, nodes: list[Daemon]) -> Daemon:
+        return Daemon(name, directory, constants.DEFAULT_PORT,
                       ["-interval=600", "-verbose", "-name-template={node}-{service}", cluster,
                        f"-secret-file={secret}",
                        f"-state-dir={os.path.join(root, f'lan-state-{i + 1}')}"],
                       os.path.join(root, f"lan-{i + 1}.log"), lan.prefix(i))
-        daemons.append(node)
-        nodes.append(node.start())
-    return nodes
+
+    return start_nodes(root, cleanup, daemons, "bln", "lan", NODES, make)
 
 
 def stop(nodes: list[Daemon], expected: tuple[str, ...]) -> None:
@@ -321,6 +306,34 @@ def render(args, env: dict, results: dict) -> str:
 # --- main ----------------------------------------------------------------------------
 
 
+def measure(bench: Bench, args) -> str:
+    root, cleanup, registry = bench.root, bench.cleanup, bench.registry
+    lans: list[Lan] = bench.tracked("close")
+    daemons: list[Daemon] = bench.tracked("stop")  # stopped before the LAN is gone
+    env = environment()
+    repo = f"{registry.host}/bench-cluster-{cleanup.run_id}"
+    cleanup.images.append(f"{repo}:v1")
+    build_image(f"{repo}:v1", "v1")
+    results = {}
+
+    print("loopback: 3 daemons, -join ...", file=sys.stderr, flush=True)
+    nodes = start_loopback(root, cleanup, daemons)
+    wait_peers(nodes, timeout=30)
+    results["loopback (-join)"] = bench_variant(nodes, cleanup, repo, args.rounds)
+    stop(nodes, expected=("no explicit cluster secret",))
+
+    if args.netns:
+        print("LAN: 3 network namespaces, zeroconf ...", file=sys.stderr, flush=True)
+        lan = Lan(NODES).setup()
+        lans.append(lan)
+        nodes = start_lan(root, cleanup, lan, daemons)
+        wait_peers(nodes, timeout=30)
+        results["LAN (netns, zeroconf)"] = bench_variant(nodes, cleanup, repo, args.rounds)
+        # the registry on the root namespace's loopback is out of reach: warned, expected
+        stop(nodes, expected=(registry.host,))
+    return render(args, env, results)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -331,53 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be positive")
 
-    engine = Engine()
-    registry = Registry()
-    cleanup = Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    daemons: list[Daemon] = []
-    lan: Lan | None = None
-    try:
-        engine.ensure()
-        env = environment()
-        registry.start()
-        repo = f"{registry.host}/bench-cluster-{cleanup.run_id}"
-        cleanup.images.append(f"{repo}:v1")
-        build_image(f"{repo}:v1", "v1")
-        results = {}
-
-        print("loopback: 3 daemons, -join ...", file=sys.stderr, flush=True)
-        nodes = start_loopback(root, cleanup, daemons)
-        wait_peers(nodes, timeout=30)
-        results["loopback (-join)"] = bench_variant(nodes, cleanup, repo, args.rounds)
-        stop(nodes, expected=("no cluster secret",))
-
-        if args.netns:
-            print("LAN: 3 network namespaces, zeroconf ...", file=sys.stderr, flush=True)
-            lan = Lan(NODES).setup()
-            nodes = start_lan(root, cleanup, lan, daemons)
-            wait_peers(nodes, timeout=30)
-            results["LAN (netns, zeroconf)"] = bench_variant(nodes, cleanup, repo, args.rounds)
-            # the registry on the root namespace's loopback is out of reach: warned, expected
-            stop(nodes, expected=(registry.host,))
-        text = render(args, env, results)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError,
-            OSError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        if lan is not None:
-            lan.close()
-        cleanup.close()
-        registry.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_report("cluster.md", text)
-    return 0
+    return run("cluster.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":

@@ -28,17 +28,16 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from puller.control.client import Client
 from puller.control.keys import read_key_file
 from bench.freshness import (StartEvents, check_log, environment, environment_line,
-                             isolated_flags, log_lines, p90, write_report)
-from bench.single_node import (BenchError, DaemonProcess, median, ms, swap, wait_serving,
-                               web_line, write_definition)
+                             isolated_flags, log_lines, p90)
+from bench.runner import Bench, BenchError, run as run_bench
+from bench.single_node import DaemonProcess, median, ms, swap, wait_serving, web_line, write_definition
 from tests.cluster.conftest import free_port_pair
-from tests.testenv import Cleanup, Engine, Registry, build_image, docker, free_port, wait_until
+from tests.testenv import Cleanup, build_image, docker, free_port, wait_until
 
 TARGET_CLI = 0.300
 TARGET_ROLLBACK = 0.500
@@ -362,6 +361,61 @@ def render(args, env: dict, cli: dict, api: dict, imports: dict, rollback: dict)
 # --- main ----------------------------------------------------------------------------
 
 
+def measure(bench: Bench, args) -> str:
+    root, cleanup = bench.root, bench.cleanup
+    env = environment()
+    repo = f"{bench.registry.host}/bench-control-{cleanup.run_id}"
+    digests = {}
+    for tag in ("v1", "v2"):
+        cleanup.images.append(f"{repo}:{tag}")
+        digests[tag] = build_image(f"{repo}:{tag}", tag)
+
+    directory = os.path.join(root, "defs")
+    os.makedirs(directory)
+    node = cleanup.node("bench-control")
+    port = free_port_pair()
+    api = f"http://127.0.0.1:{port + 1}"
+    name = f"bench-rb-{cleanup.run_id}"
+    web = free_port()
+    write_definition(directory, name, web_line(web, cleanup.label, repo), repo, "v1")
+    services = [name]
+    for i in range(1, args.services):
+        services.append(f"bench-idle-{cleanup.run_id}-{i:02d}")
+        write_definition(directory, services[-1],
+                         f"docker run --init --label {cleanup.label} {repo} sleep 100000",
+                         repo, "v1")
+    events = StartEvents(cleanup.label)
+    bench.defer(events.close)
+    daemon = DaemonProcess(node, directory, os.path.join(root, "control.log"),
+                           "-interval=600", "-verbose", *isolated_flags(root, "control", port))
+    bench.defer(daemon.stop)
+    daemon.wait_started()
+    state = os.path.join(root, "state-control")  # isolated_flags' -state-dir
+    client = Client(api, read_key_file(os.path.join(state, "api.key")))
+    wait_serving(web, "v1", time.perf_counter(),
+                 give_up=lambda: daemon.process.poll() is not None)
+
+    def all_running() -> bool:
+        daemon.check_alive()
+        status = client.call("GET", "/v1/status")["services"]
+        return all(status.get(s, {}).get("state") == "running" for s in services)
+
+    wait_until(all_running, timeout=60, interval=0.2, what=f"{args.services} services to run")
+
+    print(f"1/2 CLI latency, {args.runs} runs ...", file=sys.stderr, flush=True)
+    target = [f"-api={api}", f"-state-dir={state}"]  # root's CLI finds the key there
+    cli = bench_cli(target, services, args.runs)
+    imports = import_costs(target)
+    imports["marginal"] = marginal_imports()
+    answers = api_latency(client, args.runs)
+    print(f"2/2 rollback, {args.rounds} rounds ...", file=sys.stderr, flush=True)
+    rollback = bench_rollback(client, daemon, events, cleanup, name, name, web, repo,
+                              digests, args.rounds)
+    daemon.stop()
+    check_log(daemon)
+    return render(args, env, cli, answers, imports, rollback)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.control", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -375,81 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.runs, args.rounds, args.services, args.imports) < 1:
         parser.error("--runs, --rounds, --services and --imports must be positive")
 
-    engine = Engine()
-    registry = Registry()
-    cleanup = Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    daemon: DaemonProcess | None = None
-    events: StartEvents | None = None
-    try:
-        engine.ensure()
-        env = environment()
-        registry.start()
-        repo = f"{registry.host}/bench-control-{cleanup.run_id}"
-        digests = {}
-        for tag in ("v1", "v2"):
-            cleanup.images.append(f"{repo}:{tag}")
-            digests[tag] = build_image(f"{repo}:{tag}", tag)
-
-        directory = os.path.join(root, "defs")
-        os.makedirs(directory)
-        node = cleanup.node("bench-control")
-        port = free_port_pair()
-        api = f"http://127.0.0.1:{port + 1}"
-        name = f"bench-rb-{cleanup.run_id}"
-        web = free_port()
-        write_definition(directory, name, web_line(web, cleanup.label, repo), repo, "v1")
-        services = [name]
-        for i in range(1, args.services):
-            services.append(f"bench-idle-{cleanup.run_id}-{i:02d}")
-            write_definition(directory, services[-1],
-                             f"docker run --init --label {cleanup.label} {repo} sleep 100000",
-                             repo, "v1")
-        events = StartEvents(cleanup.label)
-        daemon = DaemonProcess(node, directory, os.path.join(root, "control.log"),
-                               "-interval=600", "-verbose", *isolated_flags(root, "control", port))
-        daemon.wait_started()
-        state = os.path.join(root, "state-control")  # isolated_flags' -state-dir
-        client = Client(api, read_key_file(os.path.join(state, "api.key")))
-        wait_serving(web, "v1", time.perf_counter(),
-                     give_up=lambda: daemon.process.poll() is not None)
-
-        def all_running() -> bool:
-            daemon.check_alive()
-            status = client.call("GET", "/v1/status")["services"]
-            return all(status.get(s, {}).get("state") == "running" for s in services)
-
-        wait_until(all_running, timeout=60, interval=0.2, what=f"{args.services} services to run")
-
-        print(f"1/2 CLI latency, {args.runs} runs ...", file=sys.stderr, flush=True)
-        target = [f"-api={api}", f"-state-dir={state}"]  # root's CLI finds the key there
-        cli = bench_cli(target, services, args.runs)
-        imports = import_costs(target)
-        imports["marginal"] = marginal_imports()
-        answers = api_latency(client, args.runs)
-        print(f"2/2 rollback, {args.rounds} rounds ...", file=sys.stderr, flush=True)
-        rollback = bench_rollback(client, daemon, events, cleanup, name, name, web, repo,
-                                  digests, args.rounds)
-        daemon.stop()
-        check_log(daemon)
-        text = render(args, env, cli, answers, imports, rollback)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError,
-            OSError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        if events is not None:
-            events.close()
-        cleanup.close()
-        registry.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_report("control.md", text)
-    return 0
+    return run_bench("control.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":

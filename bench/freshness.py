@@ -29,10 +29,8 @@ import argparse
 import datetime
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -43,12 +41,12 @@ from puller.daemon import Config, Daemon
 from puller.node.definitions import parse_definition
 from puller.images.freshness import RateLimit
 from puller.images.registry import MANIFEST_TYPES
+from bench.runner import Bench, run
 from bench.single_node import (BenchError, DaemonProcess, check_converged, converge, median, ms, swap,
                                wait_serving, web_line, write_definition)
 from tests.cluster.conftest import free_port_pair
-from tests.testenv import Cleanup, Engine, Registry, build_image, docker, image_id
+from tests.testenv import Cleanup, Registry, build_image, docker, image_id
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SETTLE = 0.5  # seconds for a daemon to finish the pass a staging push woke
 
 
@@ -80,15 +78,6 @@ def environment_line(env: dict) -> str:
             "measured in the same run, rather than the absolute times).")
 
 
-def write_report(name: str, text: str) -> str:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, name)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
-    return path
-
-
 def isolated_flags(root: str, name: str, port: int) -> list[str]:
     """A daemon of this run alone: its own ports, state, cluster name and no mDNS,
     so it neither disturbs nor joins another session's daemons."""
@@ -99,7 +88,7 @@ def isolated_flags(root: str, name: str, port: int) -> list[str]:
 RESET_BLOCK = "Exception occurred during processing of request from"
 
 
-def problems(log: str, expected: tuple[str, ...] = ("no cluster secret",)
+def problems(log: str, expected: tuple[str, ...] = ("no explicit cluster secret",)
              ) -> tuple[list[str], int]:
     """Log lines a healthy run does not have, and how many requests to the API
     were reset by their client (socketserver prints each with a traceback).
@@ -119,7 +108,7 @@ def problems(log: str, expected: tuple[str, ...] = ("no cluster secret",)
     return bad, resets
 
 
-def check_log(process, expected: tuple[str, ...] = ("no cluster secret",)) -> int:
+def check_log(process, expected: tuple[str, ...] = ("no explicit cluster secret",)) -> int:
     """Raise on problems in a daemon's log (a DaemonProcess, or tests.cluster's
     Daemon); returns the count of API requests reset by their client."""
     log = process.log()
@@ -569,6 +558,22 @@ def _counts(counts: dict) -> str:
 # --- main ----------------------------------------------------------------------------
 
 
+def measure(bench: Bench, args) -> str:
+    root, cleanup, plain = bench.root, bench.cleanup, bench.registry
+    # torn down in this order: processes, registries, daemons; then the cleanup, which
+    # also removes the images (staged ones by id) after the containers
+    daemons: list[Daemon] = bench.tracked("close")
+    registries: list[Registry] = bench.tracked("close")
+    processes: list[DaemonProcess] = bench.tracked("stop")
+    env = environment()
+    print("a. push → serving ...", file=sys.stderr, flush=True)
+    push = bench_push(root, cleanup, plain, args.rounds, registries, processes, cleanup.images)
+    print(f"b. idle freshness check, {args.services} services ...", file=sys.stderr,
+          flush=True)
+    idle = bench_idle(root, cleanup, plain, args.services, args.passes, daemons)
+    return render(args, env, push, idle)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.freshness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -580,45 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.services < 1 or args.passes < 1:
         parser.error("--rounds, --services and --passes must be positive")
 
-    engine = Engine()
-    plain = Registry()
-    cleanup = Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    registries: list[Registry] = []
-    processes: list[DaemonProcess] = []
-    daemons: list[Daemon] = []
-    images: list[str] = []
-    try:
-        engine.ensure()
-        env = environment()
-        plain.start()
-        print("a. push → serving ...", file=sys.stderr, flush=True)
-        push = bench_push(root, cleanup, plain, args.rounds, registries, processes, images)
-        print(f"b. idle freshness check, {args.services} services ...", file=sys.stderr,
-              flush=True)
-        idle = bench_idle(root, cleanup, plain, args.services, args.passes, daemons)
-        text = render(args, env, push, idle)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError,
-            OSError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        for process in processes:
-            process.stop()
-        for registry in registries:
-            registry.close()
-        for daemon in daemons:
-            daemon.close()
-        cleanup.close()
-        if images:
-            docker("image", "rm", "--force", *sorted(set(images)), check=False)
-        plain.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_report("freshness.md", text)
-    return 0
+    return run("freshness.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":

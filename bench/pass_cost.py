@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 from puller.daemon import Config, Daemon
-from bench.freshness import environment, environment_line, p90, write_report
-from bench.single_node import BenchError, check_converged, converge, median, ms
-from tests.testenv import Cleanup, Engine, Registry, build_image, docker, free_port
+from bench.freshness import environment, environment_line, p90
+from bench.runner import Bench, BenchError, run
+from bench.single_node import check_converged, converge, median, ms
+from tests.testenv import build_image, docker, free_port
 
 OBSERVE_REPEATS = 200
 SCRAPES = 20
@@ -134,6 +132,42 @@ def render(args, env: dict, result: dict, observe: float, scraped: tuple[float, 
     ])
 
 
+def measure(bench: Bench, args) -> str:
+    registry, cleanup, root = bench.registry, bench.cleanup, bench.root
+    daemons: list[Daemon] = bench.tracked("close")
+    env = environment()
+    repo = f"{registry.host}/bench-pass-{cleanup.run_id}"
+    publisher = repo.replace("127.0.0.1", "localhost")
+    build_image(f"{publisher}:v1", "v1")
+    docker("image", "rm", f"{publisher}:v1")  # so puller pulls it (and records it)
+    directory = os.path.join(root, "defs")
+    os.makedirs(directory)
+    names = write_services(directory, repo, cleanup.label, args.services)
+    node = cleanup.node("bench-pass")
+    address = f"127.0.0.1:{free_port()}"
+    for key, metrics in (("on", address), ("off", None)):
+        daemons.append(Daemon(Config(
+            node=node, directory=directory, state_dir=os.path.join(root, f"state-{key}"),
+            name_template="{node}-{service}", zeroconf=False, metrics=metrics)))
+    on, off = daemons
+    on.metrics.serve(address)
+    print(f"deploying {args.services} services ...", file=sys.stderr, flush=True)
+    converge(on, args.services)
+    for daemon in (on, off, on, off):  # warm: the off daemon's registry check, caches
+        timed_pass(daemon, args.services, "warm-up")
+    print(f"{args.passes} idle passes each, in turns ...", file=sys.stderr, flush=True)
+    result = alternate(on, off, args.services, args.passes)
+    observe = observe_cost(on)
+    scraped = scrape(address)
+    refs = {f"{repo}:v1"}
+    retention = retention_run(on, refs)
+    if retention[2]:
+        raise BenchError(f"retention removed {retention[2]} image(s) a service runs")
+    if len(names) != args.services:
+        raise BenchError("not every service was written")
+    return render(args, env, result, observe, scraped, retention)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pass_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,58 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.services, args.passes) < 1:
         parser.error("--services and --passes must be positive")
 
-    engine, registry, cleanup = Engine(), Registry(), Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    daemons: list[Daemon] = []
-    try:
-        engine.ensure()
-        env = environment()
-        registry.start()
-        repo = f"{registry.host}/bench-pass-{cleanup.run_id}"
-        publisher = repo.replace("127.0.0.1", "localhost")
-        build_image(f"{publisher}:v1", "v1")
-        docker("image", "rm", f"{publisher}:v1")  # so puller pulls it (and records it)
-        directory = os.path.join(root, "defs")
-        os.makedirs(directory)
-        names = write_services(directory, repo, cleanup.label, args.services)
-        node = cleanup.node("bench-pass")
-        address = f"127.0.0.1:{free_port()}"
-        for key, metrics in (("on", address), ("off", None)):
-            daemons.append(Daemon(Config(
-                node=node, directory=directory, state_dir=os.path.join(root, f"state-{key}"),
-                name_template="{node}-{service}", zeroconf=False, metrics=metrics)))
-        on, off = daemons
-        on.metrics.serve(address)
-        print(f"deploying {args.services} services ...", file=sys.stderr, flush=True)
-        converge(on, args.services)
-        for daemon in (on, off, on, off):  # warm: the off daemon's registry check, caches
-            timed_pass(daemon, args.services, "warm-up")
-        print(f"{args.passes} idle passes each, in turns ...", file=sys.stderr, flush=True)
-        result = alternate(on, off, args.services, args.passes)
-        observe = observe_cost(on)
-        scraped = scrape(address)
-        refs = {f"{repo}:v1"}
-        retention = retention_run(on, refs)
-        if retention[2]:
-            raise BenchError(f"retention removed {retention[2]} image(s) a service runs")
-        if len(names) != args.services:
-            raise BenchError("not every service was written")
-        text = render(args, env, result, observe, scraped, retention)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError,
-            OSError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        for daemon in daemons:
-            daemon.close()
-        cleanup.close()
-        registry.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_report("pass_cost.md", text)
-    return 0
+    return run("pass_cost.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":

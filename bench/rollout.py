@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
-from bench.freshness import check_log, environment, environment_line, log_lines, p90, write_report
-from bench.single_node import BenchError, median, ms
+from bench.freshness import check_log, environment, environment_line, log_lines, p90
+from bench.runner import Bench, BenchError, run, start_nodes, write_secret
+from bench.single_node import median, ms
 from puller.node.container import Container
 from tests.cluster.conftest import Daemon, free_port_pair
-from tests.testenv import Cleanup, Engine, Registry, build_image, inspect, wait_until
+from tests.testenv import Cleanup, build_image, inspect, wait_until
 
 NODES = 3
 TIMEOUT = 90.0  # seconds for one rollout to end
@@ -52,25 +50,18 @@ def definition(repo: str, tag: str, health: float, cleanup: Cleanup) -> str:
 
 
 def start(root: str, cleanup: Cleanup, daemons: list[Daemon]) -> list[Daemon]:
-    secret = os.path.join(root, "secret")
-    with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-        handle.write(f"bench-{uuid.uuid4().hex}\n")
+    secret = write_secret(root)
     cluster = f"-cluster=bench-{uuid.uuid4().hex[:8]}"
-    nodes: list[Daemon] = []
-    for i in range(NODES):
-        name = f"brl{i + 1}-{cleanup.run_id[:6]}"
-        cleanup.nodes.append(name)
-        directory = os.path.join(root, f"dir-{i + 1}")
-        os.makedirs(directory)
+
+    def make(i: int, name: str, directory: str, nodes: list[Daemon]) -> Daemon:
         join = [f"-join=127.0.0.1:{nodes[0].port}"] if nodes else []
-        node = Daemon(name, directory, free_port_pair(),
+        return Daemon(name, directory, free_port_pair(),
                       ["-zeroconf=false", "-interval=600", "-name-template={node}-{service}",
                        "-bind=127.0.0.1", f"-secret-file={secret}", cluster,
                        f"-state-dir={os.path.join(root, f'state-{i + 1}')}", *join],
                       os.path.join(root, f"node-{i + 1}.log"))
-        daemons.append(node)
-        nodes.append(node.start())
-    return nodes
+
+    return start_nodes(root, cleanup, daemons, "brl", "dir", NODES, make)
 
 
 def status(node: Daemon) -> dict:
@@ -171,6 +162,28 @@ def render(args, env: dict, rounds: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measure(bench: Bench, args) -> str:
+    cleanup = bench.cleanup
+    daemons: list[Daemon] = bench.tracked("stop")
+    env = environment()
+    repo = f"{bench.registry.host}/bench-rollout-{cleanup.run_id}"
+    digests = {tag: build_image(f"{repo}:{tag}", tag) for tag in ("v1", "v2")}
+    cleanup.images += [f"{repo}:v1", f"{repo}:v2"]
+    nodes = start(bench.root, cleanup, daemons)
+    wait_peers(nodes)
+    rounds = []
+    for number in range(args.rounds + 1):  # the first deploys everywhere: a warm-up
+        tag = ("v1", "v2")[number % 2]
+        print(f"round {number}: {tag}", file=sys.stderr, flush=True)
+        result = one_round(nodes, repo, tag, digests[tag], args.health, cleanup)
+        if number:
+            rounds.append(result)
+    for node in nodes:
+        node.stop()
+        check_log(node, expected=())
+    return render(args, env, rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rollout", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,44 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.health <= 0:
         parser.error("--rounds and --health must be positive")
-    engine, registry, cleanup = Engine(), Registry(), Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    daemons: list[Daemon] = []
-    try:
-        engine.ensure()
-        env = environment()
-        registry.start()
-        repo = f"{registry.host}/bench-rollout-{cleanup.run_id}"
-        digests = {tag: build_image(f"{repo}:{tag}", tag) for tag in ("v1", "v2")}
-        cleanup.images += [f"{repo}:v1", f"{repo}:v2"]
-        nodes = start(root, cleanup, daemons)
-        wait_peers(nodes)
-        rounds = []
-        for number in range(args.rounds + 1):  # the first deploys everywhere: a warm-up
-            tag = ("v1", "v2")[number % 2]
-            print(f"round {number}: {tag}", file=sys.stderr, flush=True)
-            result = one_round(nodes, repo, tag, digests[tag], args.health, cleanup)
-            if number:
-                rounds.append(result)
-        for node in nodes:
-            node.stop()
-            check_log(node, expected=())
-        text = render(args, env, rounds)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError,
-            OSError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        cleanup.close()
-        registry.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_report("rollout.md", text)
-    return 0
+    return run("rollout.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,10 @@ import argparse
 import datetime
 import http.client
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +34,8 @@ from puller.daemon import Config, Daemon, PassReport
 from puller.node.definitions import parse_definition
 from puller.node.docker import Docker
 from puller.node.planner import Action
-from tests.testenv import Cleanup, Engine, Registry, build_image, docker, fetch, free_port, wait_until
+from bench.runner import Bench, BenchError, run
+from tests.testenv import Cleanup, build_image, docker, fetch, free_port, wait_until
 
 POLL = 0.005  # seconds between HTTP polls
 # A connection made while `docker run` sets up the new container's port can
@@ -44,11 +43,6 @@ POLL = 0.005  # seconds between HTTP polls
 # again, so the time measured is when the new container first serves.
 FETCH_TIMEOUT = 0.05
 SERVE_TIMEOUT = 30.0
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "single_node.md")
-
-
-class BenchError(Exception):
-    """The benchmark could not measure what it meant to: no numbers are printed."""
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -161,7 +155,7 @@ def check_converged(report: PassReport, services: int, what: str) -> None:
 def problems(log: str) -> str:
     """WARNING and ERROR lines, but the expected start-up one of a node without a secret."""
     return "\n".join(line for line in log.splitlines()
-                     if ("WARNING" in line or "ERROR" in line) and "no cluster secret" not in line)
+                     if ("WARNING" in line or "ERROR" in line) and "no explicit cluster secret" not in line)
 
 
 def converge(daemon, services: int) -> None:
@@ -532,14 +526,31 @@ def _calls(stats: dict) -> str:
     return f"{stats['calls_min']}–{stats['calls_max']}"
 
 
-def write_results(text: str) -> None:
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS + ".tmp", "w") as handle:
-        handle.write(text)
-    os.replace(RESULTS + ".tmp", RESULTS)
-
-
 # --- main ----------------------------------------------------------------------------
+
+
+def measure(bench: Bench, args) -> str:
+    cleanup = bench.cleanup
+    daemons: list[Daemon] = bench.tracked("close")
+    processes: list[DaemonProcess] = bench.tracked("stop")  # stopped before the daemons close
+    header = {
+        "docker": docker("version", "--format", "{{.Server.Version}}").stdout.strip(),
+        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "python": sys.version.split()[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    repo = f"{bench.registry.host}/web"
+    for tag in ("v1", "v2"):
+        cleanup.images.append(f"{repo}:{tag}")
+        build_image(f"{repo}:{tag}", tag)
+    ctx = Context(repo, cleanup, bench.root, processes, daemons)
+    print("1/3 edit → serving ...", file=sys.stderr, flush=True)
+    edit = bench_edit(ctx, args.rounds)
+    print(f"2/3 idle passes, {args.services} services ...", file=sys.stderr, flush=True)
+    idle, daemon, node = bench_idle(ctx, args.services, args.passes, args.cpu_seconds)
+    print(f"3/3 deploying {args.services} services ...", file=sys.stderr, flush=True)
+    deploy = bench_deploy(daemon, node, args.services)
+    return render(args, header, edit, idle, deploy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,49 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.services < 1 or args.passes < 1 or args.cpu_seconds <= 0:
         parser.error("--rounds, --services, --passes and --cpu-seconds must be positive")
 
-    engine = Engine()
-    registry = Registry()
-    cleanup = Cleanup()
-    root = tempfile.mkdtemp(prefix="puller-bench-")
-    ctx: Context | None = None
-    try:
-        engine.ensure()
-        header = {
-            "docker": docker("version", "--format", "{{.Server.Version}}").stdout.strip(),
-            "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "python": sys.version.split()[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        registry.start()
-        repo = f"{registry.host}/web"
-        for tag in ("v1", "v2"):
-            cleanup.images.append(f"{repo}:{tag}")
-            build_image(f"{repo}:{tag}", tag)
-        ctx = Context(repo, cleanup, root)
-        print("1/3 edit → serving ...", file=sys.stderr, flush=True)
-        edit = bench_edit(ctx, args.rounds)
-        print(f"2/3 idle passes, {args.services} services ...", file=sys.stderr, flush=True)
-        idle, daemon, node = bench_idle(ctx, args.services, args.passes, args.cpu_seconds)
-        print(f"3/3 deploying {args.services} services ...", file=sys.stderr, flush=True)
-        deploy = bench_deploy(daemon, node, args.services)
-        text = render(args, header, edit, idle, deploy)
-    except (BenchError, AssertionError, subprocess.CalledProcessError, RuntimeError) as exc:
-        detail = getattr(exc, "stderr", "") or ""
-        print(f"benchmark failed: {exc} {detail}".rstrip(), file=sys.stderr)
-        return 1
-    finally:
-        if ctx is not None:
-            for process in ctx.processes:
-                process.stop()
-            for daemon_ in ctx.daemons:
-                daemon_.close()
-        cleanup.close()
-        registry.close()
-        engine.close()
-        shutil.rmtree(root, ignore_errors=True)
-    print(text)
-    write_results(text)
-    return 0
+    return run("single_node.md", lambda bench: measure(bench, args))
 
 
 if __name__ == "__main__":
