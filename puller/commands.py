@@ -205,6 +205,9 @@ def _rollout_outcome(name: str, rollout: dict) -> list[str]:
     if rollout.get("ok"):
         click.echo(f"rollout of {name} ({release}): done on {', '.join(sorted(nodes))}")
         return []
+    if rollout.get("held"):
+        return [f"rollout of {name} ({release}) waits for approval on {node}: {why}"
+                for node, why in sorted(rollout["held"].items())]
     if rollout.get("timed_out"):
         return [f"rollout of {name} ({release}) still going after "
                 f"{rollout['timed_out']:g} s; `puller status` shows where it stands"]

@@ -274,10 +274,18 @@ def pull_everywhere(api: Api, request: Request) -> tuple[int, Any]:
     answer = {"service": name, "nodes": results}
     if "wait=0" not in request.query.split("&"):  # a rollout: wait for it to end
         digests = {r["registry_digest"] for r in results if r.get("registry_digest")}
-        rollout = await_rollout(api.node, name, digests)
+        held = _held(results)  # it waits for a person (update: notify|manual), not for time
+        rollout = await_rollout(api.node, name, digests, timeout=0 if held else
+                                constants.API_PASS_TIMEOUT)
         if rollout is not None:
-            answer["rollout"] = rollout
+            answer["rollout"] = {**rollout, "held": held} if held else rollout
     return 200, answer
+
+
+def _held(results: list[dict]) -> dict[str, str]:
+    """The nodes whose answer holds the new image for approval: node → why."""
+    return {str(r.get("node")): step["reason"] for r in results
+            for step in r.get("steps") or [] if step.get("action") == "hold"}
 
 
 def await_rollout(node: "NodeControl", name: str, digests: set[str],
@@ -293,7 +301,7 @@ def await_rollout(node: "NodeControl", name: str, digests: set[str],
         if (view.get("ended") and release.get("definition") == view.get("definition")
                 and (not digests or release.get("digest") in digests)):
             return {**view, "ok": _succeeded(view)}
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             return {**view, "ok": False, "timed_out": timeout}
         time.sleep(0.25)
 

@@ -85,6 +85,13 @@ def test_under_a_rollout_one_approval_on_the_first_node_takes_the_fleet(daemons,
     wait_until(update_on_first, timeout=30, what="the first node to hold the new image")
     assert update_on_first()["available"] == "2.0.0"
     assert image_of(first) == old and image_of(second) == old
+    # a CI's `pull --all` is told at once that the rollout waits for a person
+    pulled = subprocess.run([sys.executable, "-m", "puller", f"-port={second.port}",
+                             f"-state-dir={second.state_dir}", "pull", "rolled", "--all"],
+                            capture_output=True, text=True, timeout=60)
+    assert pulled.returncode == 1, pulled.stdout
+    assert f"waits for approval on {first.node}: update available: 1.0.0 → 2.0.0" \
+        in pulled.stderr, pulled.stderr
 
     result = subprocess.run([sys.executable, "-m", "puller", f"-port={first.port}",
                              f"-state-dir={first.state_dir}", "approve", "rolled"],
