@@ -74,9 +74,11 @@ class Service:
     track: str | None = None  # a semver range: ``tag`` is the newest matching tag, "" until known
     update: str = constants.UPDATE_POLICIES[0]  # auto | notify | manual: see node.policy
     rollout: RolloutSpec | None = None  # how a change travels through the fleet
-    # set when a rollout pinned the digest this node's own registry check found: the
-    # image the file asks for, so the update policy still gates it (see node.policy)
+    # set when a rollout pinned the release's digest (see node.policy): the image the
+    # file asks for, recorded on the container as if unpinned; and whether the release
+    # is one the rollout's first node ran, its update policy applied there
     asked_ref: str | None = None
+    follows_release: bool = False
 
     @functools.cached_property
     def image_ref(self) -> str:

@@ -50,8 +50,8 @@ def asked_for(service: Service) -> str:
     """The image as the definition asks for it, recorded on the container
     (``io.puller.ref``): a different one later means a person edited it. A
     tracked service asks for its range (``repo track ^1.2``): a newer tag the
-    range finds is a new image, not an edit. A rollout that pinned the digest its
-    leader's registry check found keeps what the file asks for (``asked_ref``)."""
+    range finds is a new image, not an edit. A service a rollout pinned to its
+    release's digest asks for what its file asks for (``asked_ref``)."""
     if service.asked_ref:
         return service.asked_ref
     if service.track and not service.digest:
@@ -77,8 +77,8 @@ def hold(service: Service, current: Container, image: Image, old_image: Image | 
     ``approved`` the image id a person approved for this service;
     ``same_definition`` whether ``current`` was made from the run line in
     force; ``digests`` the registry digests of the old and the new image."""
-    if service.update == AUTO or not same_definition:
-        return None
+    if service.update == AUTO or service.follows_release or not same_definition:
+        return None  # (a release the rollout's first node ran: its policy applied there)
     if current.asked_for not in (None, asked_for(service)):
         return None  # a person changed the tag or digest
     if current.created_from in (None, "", image.id) or approved == image.id:

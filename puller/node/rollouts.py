@@ -155,7 +155,7 @@ class Rollouts:
                                                       "from the other nodes")
                 own = (situation.leader() == self.node and not service.digest
                        and candidate is not None and decision.release == candidate)
-                memo = self._apply(gated, service, decision, memo, now, policed=own)
+                memo = self._apply(gated, service, decision, memo, now, follows=not own)
                 if decision.recheck_at is not None:
                     rechecks.append(decision.recheck_at)
             mine[name] = memo
@@ -187,17 +187,17 @@ class Rollouts:
                          now), local
 
     def _apply(self, gated: Gated, service: Service, decision: Decision, memo: Mine,
-               now: float, policed: bool = False) -> Mine:
+               now: float, follows: bool = True) -> Mine:
         """The decision on the planner's services; this node's memory after it.
-        ``policed``: the release is the new image this node's (the leader's) own registry
-        check found, so the service's update policy gates it here; the other nodes follow
-        the release the leader ran."""
+        ``follows``: the release is the one the first node ran, its update policy applied
+        there; else it is the new image this node's (the first node's) own registry check
+        found, which the service's update policy gates here."""
         name = service.name
         gated.decisions[name] = decision
         if decision.kind is Kind.TAKE and decision.release is not None:
             gated.services[name] = dataclasses.replace(
                 service, digest=decision.release.digest,
-                asked_ref=asked_for(service) if policed else None)
+                asked_ref=asked_for(service), follows_release=follows)
             if memo.state == WAITING:
                 log.info("%s: %s", name, decision.reason)
                 return dataclasses.replace(memo, state=PROVING, since=now, error=None,

@@ -236,3 +236,18 @@ def test_a_new_range_is_a_persons_edit_and_applies():
     before, after = tracked(resolved="1.2.5"), tracked(resolved="2.0.1", track="^2")
     found, _ = steps(after, [container(before, asked_for=asked_for(before))])
     assert [action for action, _ in found] == [Action.RECREATE]
+
+
+def test_a_rollout_pin_is_held_on_the_first_node_and_followed_on_the_others():
+    """A rollout pins the release's digest: on its first node that is the new image its
+    own registry check found (held); elsewhere, the release that node ran (followed).
+    Either container records the ref the file asks for, not the pin."""
+    svc = service("manual")
+    running = container(svc)  # made from the file's ref, before the rollout
+    for follows, expected in ((False, Action.HOLD), (True, Action.RECREATE)):
+        pinned = dataclasses.replace(svc, digest=D_NEW, asked_ref=asked_for(svc),
+                                     follows_release=follows)
+        assert asked_for(pinned) == f"{REPO}:latest"
+        result = plan({"web": pinned}, [running], {pinned.image_ref: NEW}, Memory(), 0.0,
+                      known={OLD.id: OLD, NEW.id: NEW})
+        assert [step.action for step in result.steps] == [expected], result.steps

@@ -68,16 +68,20 @@ def test_the_leader_s_own_new_image_stays_under_the_update_policy_a_follower_s_d
     `update: manual` holds; a later node follows the release the first one ran."""
     leader = gate(make(tmp_path, "roll-1"), web()).services["web"]
     assert leader.digest == D1 and leader.asked_ref == "reg/web:v1"
+    assert not leader.follows_release
     peers = {"roll-1": (100.0, {"web": {"release": None, "state": "waiting"}})}
     follower = make(tmp_path, "roll-2", peers)
     gate(follower, web())
     release = {"definition": follower.status()["web"]["view"]["definition"], "digest": D1}
     peers["roll-1"] = (100.0, {"web": {"release": release, "state": "done", "since": 99}})
     taken = gate(follower, web(), digest=D2).services["web"]
-    assert taken.digest == D1 and taken.asked_ref is None
+    # it follows; its container records the file's ref, so if it is the first node
+    # one day, the next new image is held here as it would be there
+    assert taken.digest == D1 and taken.follows_release and taken.asked_ref == "reg/web:v1"
     # a digest a person wrote is an edit, not a new image: never held by the policy
     person = parse_definition(TEXT.format(tag="v1") + f"digest: '{D2}'\n", "defs/web.yml")
-    assert gate(make(tmp_path, "roll-0"), person).services["web"].asked_ref is None
+    pinned = gate(make(tmp_path, "roll-0"), person).services["web"]
+    assert pinned.asked_ref == f"reg/web@{D2}" and pinned.follows_release
 
 
 def test_not_before_the_peers_were_heard(tmp_path):
