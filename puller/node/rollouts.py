@@ -119,11 +119,12 @@ class Rollouts:
         self.peers = peers  # the daemon injects the cluster's view
         self._lock = threading.Lock()
         self.mine: dict[str, Mine] = self._load()
-        self.views: dict[str, dict] = {}
         self.recheck_at: float | None = None
         self._busy: bool | None = None  # None: no rollout; else whether one goes on
         self._told: dict[str, str] = {}  # the hold last logged, by service
-        self._situations: dict[str, tuple[Situation, str]] = {}  # the last gate's, by service
+        # what the last gate saw of each rollout (and its local definition id): with
+        # ``mine``, the view status shows
+        self._situations: dict[str, tuple[Situation, str]] = {}
 
     def gate(self, every: Mapping[str, Service], services: Mapping[str, Service],
              remotes: Mapping[str, Any], now: float,
@@ -133,7 +134,7 @@ class Rollouts:
         gated = Gated(dict(services))
         peers = self.peers()
         ready, peers = peers is not None, peers or {}
-        mine, views, rechecks, busy = dict(self.mine), {}, [], not ready
+        mine, rechecks, busy = dict(self.mine), [], not ready
         situations: dict[str, tuple[Situation, str]] = {}
         for name, service in sorted(every.items()):
             if service.rollout is None:
@@ -160,12 +161,11 @@ class Rollouts:
                     rechecks.append(decision.recheck_at)
             mine[name] = memo
             situations[name] = (situation, local)
-            views[name] = _view(situation, local, memo, now)
-            busy = busy or not views[name]["ended"]
+            busy = busy or not _view(situation, local, memo)["ended"]
         with self._lock:
-            self.views, self.recheck_at = views, min(rechecks, default=None)
+            self.recheck_at = min(rechecks, default=None)
             self._situations = situations
-            self._busy = busy if views else None
+            self._busy = busy if situations else None
             self._keep(mine)
         return gated
 
@@ -257,9 +257,6 @@ class Rollouts:
                 end = memo.window + _health_timeout(service) if memo.state == PROVING else now
                 if memo != self.mine.get(name) or memo.state == PROVING:
                     self.recheck_at = min(self.recheck_at or end, end)
-                if memo != self.mine.get(name) and name in self._situations:
-                    # status shows this node's new state now, not after the next pass
-                    self.views[name] = _view(*self._situations[name], memo, now)
             self._keep(mine)
 
     def _keep(self, mine: dict[str, Mine]) -> None:
@@ -280,10 +277,11 @@ class Rollouts:
         return {str(name): Mine.from_json(item) for name, item in data.items()}
 
     def status(self) -> dict[str, dict]:
-        """What this node publishes of each rollout: its own state, and its view."""
+        """What this node publishes of each rollout: its own state, and its view (with
+        that state as it is now, settled after the last gate)."""
         with self._lock:
-            return {name: {**memo.to_json(), "view": self.views[name]}
-                    for name, memo in sorted(self.mine.items()) if name in self.views}
+            return {name: {**memo.to_json(), "view": _view(*self._situations[name], memo)}
+                    for name, memo in sorted(self.mine.items()) if name in self._situations}
 
     def busy(self) -> bool | None:
         """None: no service has a rollout; True: one goes on (peers are asked often)."""
@@ -306,10 +304,10 @@ def _candidate(service: Service, local: str, remotes: Mapping[str, Any]) -> Rele
     return Release(local, digest) if digest else None
 
 
-def _view(situation: Situation, local: str, memo: Mine, now: float) -> dict:
-    """The rollout as this node sees it, with its own state as it is now."""
+def _view(situation: Situation, local: str, memo: Mine) -> dict:
+    """The rollout as this node sees it, with its own state ``memo``."""
     situation = dataclasses.replace(
-        situation, states={**situation.states, situation.me: _node_state(memo, now)})
+        situation, states={**situation.states, situation.me: _node_state(memo, situation.now)})
     return {**rollout_view(situation, memo.release), "definition": local}
 
 
